@@ -1,0 +1,74 @@
+"""Shared fixtures. Services are session-scoped: one broker and one TSDB per run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.pty import Pty, SocatLink
+from tests.fixtures.services import Mosquitto, VictoriaMetrics
+
+CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tweetawatt-captures"
+
+
+@pytest.fixture(scope="session")
+def captures_dir() -> Path:
+    """The real Tweet-a-Watt captures, read in place; skips when absent."""
+    if not CAPTURES.is_dir():
+        pytest.skip(f"real captures not present at {CAPTURES}")
+    return CAPTURES
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A private mosquitto broker for the whole session."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def fresh_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A broker of the test's own, for tests that stop or kill it."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
+    """A private VictoriaMetrics server for the whole session."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A TSDB of the test's own, for tests that stop it."""
+    server = VictoriaMetrics(tmp_path / "victoria")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pty() -> Iterator[Pty]:
+    """A raw pseudo-terminal pair."""
+    p = Pty()
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def socat_link(tmp_path: Path) -> Iterator[SocatLink]:
+    """A pty pair with stable paths that can be unplugged and replugged."""
+    link = SocatLink(tmp_path)
+    link.replug()
+    yield link
+    link.unplug()

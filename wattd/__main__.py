@@ -1,0 +1,9 @@
+"""``python -m wattd``."""
+
+from __future__ import annotations
+
+import sys
+
+from wattd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,139 @@
+"""The reading: what one meter frame becomes, and what every sink receives."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Flag(enum.StrEnum):
+    """Data-quality marks on a reading. A flagged reading is kept, never dropped."""
+
+    CLIPPED = "clipped"
+    """A sample sat at 0 or 1023 counts: the ADC saturated."""
+    FLAT_VOLTAGE = "flat_voltage"
+    """No mains waveform on the voltage channel; watts cannot be trusted."""
+    OVERCURRENT = "overcurrent"
+    """The current is beyond what a Kill-A-Watt can carry: a wiring or zero fault."""
+    PARTIAL_CYCLE = "partial_cycle"
+    """The samples span less than one mains cycle; figures come from a sine fit."""
+    INTERVAL_FALLBACK = "interval_fallback"
+    """The sample interval could not be measured and a previous value was used."""
+    NEGATIVE_POWER = "negative_power"
+    """Real power is clearly negative: current channel reversed, or back-feed."""
+    ENERGY_GAP = "energy_gap"
+    """Too long since the previous reading: the gap was not integrated."""
+    UNKNOWN_SENSOR = "unknown_sensor"
+    """The address is not in the config; default calibration was used."""
+    DRIFT_CORRECTED = "drift_corrected"
+    """The tracked current-zero drift was subtracted."""
+    LEGACY = "legacy"
+    """Computed the 2009 wattcher way (mean |v*i|), for comparison only."""
+    MISSING_CHANNEL = "missing_channel"
+    """The frame lacks the configured voltage or current channel."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Reading:
+    """Electrical figures of one sensor at one frame.
+
+    ``time`` is the wall-clock arrival time of the frame (UTC); ``monotonic_s``
+    is the monotonic clock at arrival, used only for integration and staleness.
+    """
+
+    sensor: int
+    name: str
+    time: datetime
+    monotonic_s: float
+    watts: float
+    va: float
+    vrms: float
+    irms: float
+    power_factor: float | None
+    wh_total: float
+    wh_delta: float
+    rssi_dbm: int | None
+    flags: frozenset[Flag] = frozenset()
+    sample_interval_ms: float | None = None
+    cycles: float | None = None
+    gap_s: float | None = None
+    current_zero_drift_counts: float | None = None
+    port: str = ""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    price_band: str | None = None
+    price_per_kwh: float | None = None
+    currency: str | None = None
+
+    @property
+    def time_ns(self) -> int:
+        """Arrival time as integer nanoseconds since the Unix epoch."""
+        delta = self.time - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + (
+            delta.microseconds * 1000
+        )
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form; the keys are wattd's public output contract."""
+        out: dict[str, Any] = {
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "sensor": self.sensor,
+            "name": self.name,
+            "watts": _round(self.watts, 3),
+            "va": _round(self.va, 3),
+            "vrms": _round(self.vrms, 3),
+            "irms": _round(self.irms, 5),
+            "pf": _round(self.power_factor, 4),
+            "wh_total": _round(self.wh_total, 6),
+            "rssi_dbm": self.rssi_dbm,
+            "flags": sorted(self.flags),
+        }
+        if self.sample_interval_ms is not None:
+            out["sample_interval_ms"] = _round(self.sample_interval_ms, 4)
+        if self.gap_s is not None:
+            out["gap_s"] = _round(self.gap_s, 3)
+        if self.current_zero_drift_counts is not None:
+            out["zero_drift_counts"] = _round(self.current_zero_drift_counts, 3)
+        if self.labels:
+            out["labels"] = dict(self.labels)
+        if self.price_per_kwh is not None:
+            out["price_band"] = self.price_band
+            out["price_per_kwh"] = self.price_per_kwh
+            out["currency"] = self.currency
+        return out
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FrameRecord:
+    """One frame (or rejected run of bytes) as it arrived, for the raw archive.
+
+    ``kind`` is ``io`` for IO sample frames, ``other`` for other valid frames and
+    the reject reason (``bad_checksum``, ``garbage``...) otherwise.
+    """
+
+    time: datetime
+    port: str
+    api_mode: int
+    kind: str
+    raw: bytes
+    sensor: int | None = None
+
+    @property
+    def time_ns(self) -> int:
+        """Arrival time as integer nanoseconds since the Unix epoch."""
+        delta = self.time - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + (
+            delta.microseconds * 1000
+        )

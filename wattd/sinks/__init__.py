@@ -1,0 +1,1 @@
+"""Sinks: where readings go (SQLite store, MQTT, InfluxDB, web, summaries)."""

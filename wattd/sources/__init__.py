@@ -1,0 +1,1 @@
+"""Sources: where bytes come from (serial ports, captures, the simulator)."""
