@@ -14,20 +14,25 @@ import os
 import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wattd.errors import ConfigError, ConfigErrors
 from wattd.power import DEFAULT_COUNTS_PER_AMP, DEFAULT_CURRENT_ZERO, Calibration
@@ -62,14 +67,21 @@ AdcChannel = Annotated[int, Field(ge=0, le=5)]
 def _secret_from_file(path: Path | None, field: str) -> SecretStr | None:
     if path is None:
         return None
+    # The error type carries the field name, so the message can point at the
+    # *_file key's own line rather than at the section holding it.
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        msg = f"cannot read {field} {path}: {exc.strerror}; check the path and mode"
-        raise ValueError(msg) from None
+        msg = "cannot read {path}: {reason}; check the path and that wattd may read it"
+        raise PydanticCustomError(
+            "secret_file",
+            msg,
+            {"field": field, "path": str(path), "reason": exc.strerror},
+        ) from None
     if not text:
-        msg = f"{field} {path} is empty"
-        raise ValueError(msg)
+        raise PydanticCustomError(
+            "secret_file", "{path} is empty", {"field": field, "path": str(path)}
+        )
     return SecretStr(text)
 
 
@@ -115,7 +127,8 @@ class SensorConfig(_Model):
     def _check_channels(self) -> Self:
         if self.voltage_channel == self.current_channel:
             msg = (
-                f"voltage_channel and current_channel are both AD{self.current_channel};"
+                "voltage_channel and current_channel are both"
+                f" AD{self.current_channel};"
                 " they must differ (Tweet-a-Watt: voltage 0, current 4)"
             )
             raise ValueError(msg)
@@ -214,12 +227,34 @@ class SpoolConfig(_Model):
 
 
 class TlsConfig(_Model):
-    """TLS settings for a client connection."""
+    """TLS settings for a client connection.
+
+    ``ca_file`` unset means the system trust store; ``insecure`` skips both the
+    certificate and the host name check (for testing only).
+    """
 
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False
+
+    @model_validator(mode="after")
+    def _check_client_cert(self) -> Self:
+        if self.key_file is not None and self.cert_file is None:
+            msg = "key_file needs cert_file (the client certificate) as well"
+            raise ValueError(msg)
+        return self
+
+
+def _check_topic(value: str, what: str) -> str:
+    """Reject topic names that would publish somewhere unexpected."""
+    if not value or value.startswith("/") or value.endswith("/") or "//" in value:
+        msg = f"{what} {value!r} must be non-empty, with no leading, trailing or //"
+        raise ValueError(msg)
+    if any(c in value for c in "+#\0"):
+        msg = f"{what} {value!r} must not contain the MQTT wildcards + or #"
+        raise ValueError(msg)
+    return value
 
 
 class DiscoveryConfig(_Model):
@@ -229,6 +264,12 @@ class DiscoveryConfig(_Model):
     prefix: str = "homeassistant"
     status_topic: str = "homeassistant/status"
     expire_after_s: int = Field(default=120, ge=0)
+    """A meter silent this long shows as unavailable (0: never)."""
+
+    @field_validator("prefix", "status_topic")
+    @classmethod
+    def _valid_topic(cls, value: str) -> str:
+        return _check_topic(value, "topic")
 
 
 class MqttConfig(_Model):
@@ -248,7 +289,25 @@ class MqttConfig(_Model):
     retain: bool = True
     per_field_topics: bool = False
     keepalive_s: int = Field(default=60, ge=5, le=3600)
+    reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
+    """First wait after a lost connection; doubles per failure (with jitter)."""
+    reconnect_max_s: float = Field(default=60.0, gt=0, le=3600)
+    """Longest wait between attempts; also the wait after an auth/TLS refusal."""
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+
+    @field_validator("base_topic")
+    @classmethod
+    def _valid_base(cls, value: str) -> str:
+        return _check_topic(value, "base_topic")
+
+    @field_validator("node_id")
+    @classmethod
+    def _valid_node(cls, value: str) -> str:
+        # Home Assistant allows only these characters in a discovery node_id.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            msg = f"node_id {value!r} may contain only letters, digits, '_' and '-'"
+            raise ValueError(msg)
+        return value
 
     @model_validator(mode="after")
     def _load_password(self) -> Self:
@@ -259,6 +318,12 @@ class MqttConfig(_Model):
             object.__setattr__(
                 self, "password", _secret_from_file(self.password_file, "password_file")
             )
+        if self.password is not None and self.username is None:
+            msg = "a password needs a username as well"
+            raise ValueError(msg)
+        if self.reconnect_min_s > self.reconnect_max_s:
+            msg = "reconnect_min_s must not exceed reconnect_max_s"
+            raise ValueError(msg)
         return self
 
 
@@ -276,9 +341,13 @@ class InfluxConfig(_Model):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
-    measurement: str = "power"
+    measurement: str = Field(default="power", min_length=1, max_length=200)
+    node_id: str | None = Field(default=None, min_length=1)
+    """Value of the ``node`` tag; default: ``mqtt.node_id`` (the host name)."""
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval_s: float = Field(default=1.0, gt=0, le=300)
+    max_backoff_s: float = Field(default=60.0, ge=1, le=3600)
+    """Longest wait between retries while the server is down."""
     gzip: bool = True
     timeout_s: float = Field(default=10.0, gt=0, le=300)
     verify_ssl: bool = True
@@ -295,6 +364,18 @@ class InfluxConfig(_Model):
                 object.__setattr__(self, value_field, _secret_from_file(path, file_field))
         if self.enabled and self.bucket is None and self.database is None:
             msg = "set bucket (InfluxDB 2.x/3.x) or database (InfluxDB 1.8+)"
+            raise ValueError(msg)
+        if self.bucket is not None and self.database is not None:
+            msg = (
+                "give either bucket (InfluxDB 2.x/3.x) or database (InfluxDB 1.8+),"
+                " not both"
+            )
+            raise ValueError(msg)
+        if self.token is not None and (self.username or self.password):
+            msg = "give either token (2.x/3.x) or username/password (1.8+), not both"
+            raise ValueError(msg)
+        if not self.url.startswith(("http://", "https://")):
+            msg = f"url {self.url!r} must start with http:// or https://"
             raise ValueError(msg)
         return self
 
@@ -325,6 +406,441 @@ class WebConfig(_Model):
         return self
 
 
+# -- energy cost, locations and summaries -------------------------------------
+
+DaySpec = Literal[
+    "all", "weekdays", "weekends", "holidays",
+    "mon", "tue", "wed", "thu", "fri", "sat", "sun",
+]
+_HOUR_RANGE = re.compile(r"([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)")
+_MONTH_DAY = re.compile(r"(\d\d)-(\d\d)")
+_ISO_DATE = re.compile(r"\d{4}-\d\d-\d\d")
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _as_list(value: Any) -> Any:
+    """Let a single value stand for a one-item list (``days: weekdays``)."""
+    return [value] if isinstance(value, str | int | date) else value
+
+
+def _check_hour_range(value: Any) -> Any:
+    if isinstance(value, int):
+        # YAML 1.1 reads an unquoted 22:00 as the integer 1320.
+        msg = 'an hour range must be a string like "07:00-09:30"'
+        raise ValueError(msg)
+    if not isinstance(value, str):
+        return value
+    m = _HOUR_RANGE.fullmatch(value.strip())
+    if m is None:
+        msg = f"hour range {value!r} is not HH:MM-HH:MM (24:00 may end a range)"
+        raise ValueError(msg)
+    start = int(m.group(1)) * 60 + int(m.group(2))
+    end = int(m.group(3)) * 60 + int(m.group(4))
+    if start >= 1440 or end > 1440:
+        msg = f"hour range {value!r} is outside 00:00-24:00"
+        raise ValueError(msg)
+    if start == end:
+        msg = f'hour range {value!r} is empty; use "00:00-24:00" for the whole day'
+        raise ValueError(msg)
+    return value.strip()
+
+
+def _check_month_day(value: Any) -> Any:
+    m = _MONTH_DAY.fullmatch(value.strip()) if isinstance(value, str) else None
+    month, day = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
+        msg = f'{value!r} is not a month and day like "06-01"'
+        raise ValueError(msg)
+    return value.strip()
+
+
+def _check_holiday(value: Any) -> Any:
+    """A fixed date (2025-12-25, YAML may hand it over as a date) or a yearly MM-DD."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value.strip()):
+        try:
+            return date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            msg = f"holiday {value!r} is not a valid date"
+            raise ValueError(msg) from None
+    return _check_month_day(value)
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        msg = f"unknown timezone {value!r}; use an IANA name like Europe/Berlin"
+        raise ValueError(msg) from None
+    return value
+
+
+HourRange = Annotated[str, BeforeValidator(_check_hour_range)]
+MonthDay = Annotated[str, BeforeValidator(_check_month_day)]
+Holiday = Annotated[str, BeforeValidator(_check_holiday)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class TariffBandConfig(_Model):
+    """A priced band of a time-of-use tariff and the local times it is in force."""
+
+    name: str = Field(min_length=1, max_length=32)
+    price_per_kwh: float = Field(ge=0, le=1000)
+    co2_g_per_kwh: float | None = Field(default=None, ge=0, le=5000)
+    hours: Annotated[list[HourRange], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: ["00:00-24:00"], min_length=1
+    )
+    days: Annotated[list[DaySpec], BeforeValidator(_as_list)] = Field(
+        default_factory=lambda: list[DaySpec](["all"]), min_length=1
+    )
+    seasons: Annotated[list[str], BeforeValidator(_as_list)] = Field(
+        default_factory=list
+    )
+
+
+class SeasonConfig(_Model):
+    """A yearly date range, both ends included; it may wrap over new year."""
+
+    start: MonthDay
+    end: MonthDay
+
+
+class DemandChargeConfig(_Model):
+    """A charge on the highest average power of a billing period."""
+
+    price_per_kw: float = Field(gt=0, le=10_000)
+    window_min: Literal[5, 10, 15, 30, 60] = 15
+    billing_day: int = Field(default=1, ge=1, le=28)
+
+
+class TariffConfig(_Model):
+    """One tariff: a base price, optional time-of-use bands, demand charge and CO2."""
+
+    currency: Currency = "USD"
+    price_per_kwh: float = Field(ge=0, le=1000)
+    """Price of the base band, in force whenever no band below matches."""
+    band: str = Field(default="standard", min_length=1, max_length=32)
+    """Name of the base band."""
+    co2_g_per_kwh: float | None = Field(default=None, ge=0, le=5000)
+    timezone: TimeZoneName | None = None
+    seasons: dict[str, SeasonConfig] = Field(default_factory=dict)
+    holidays: list[Holiday] = Field(default_factory=list)
+    holidays_like_weekends: bool = True
+    bands: list[TariffBandConfig] = Field(default_factory=list)
+    """Checked in order; the first band matching a moment applies."""
+    demand: DemandChargeConfig | None = None
+
+    @field_validator("seasons")
+    @classmethod
+    def _check_seasons(cls, seasons: dict[str, SeasonConfig]) -> dict[str, SeasonConfig]:
+        owner: dict[tuple[int, int], str] = {}
+        for name, season in seasons.items():
+            for day in _season_days(season.start, season.end):
+                if day in owner:
+                    msg = (
+                        f"seasons {owner[day]!r} and {name!r} overlap on"
+                        f" {day[0]:02d}-{day[1]:02d}"
+                    )
+                    raise ValueError(msg)
+                owner[day] = name
+        return seasons
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(
+        cls, bands: list[TariffBandConfig], info: ValidationInfo
+    ) -> list[TariffBandConfig]:
+        seasons = info.data.get("seasons") or {}
+        names: dict[str, float] = {}
+        if "band" in info.data and "price_per_kwh" in info.data:
+            names[info.data["band"]] = info.data["price_per_kwh"]
+        for i, band in enumerate(bands):
+            known = names.get(band.name)
+            if known is not None and known != band.price_per_kwh:
+                msg = (
+                    f"bands[{i}] {band.name!r} has price {band.price_per_kwh} but the"
+                    f" band of that name costs {known}; one name, one price"
+                )
+                raise ValueError(msg)
+            names[band.name] = band.price_per_kwh
+            unknown = sorted(set(band.seasons) - set(seasons))
+            if unknown:
+                msg = (
+                    f"bands[{i}] uses season(s) {', '.join(unknown)} not defined under"
+                    f" seasons (defined: {', '.join(sorted(seasons)) or 'none'})"
+                )
+                raise ValueError(msg)
+        return bands
+
+
+def _season_days(start: str, end: str) -> list[tuple[int, int]]:
+    """Every (month, day) of a leap year from start to end, wrapping at new year."""
+    days = [(m + 1, d + 1) for m in range(12) for d in range(_DAYS_IN_MONTH[m])]
+    i = days.index((int(start[:2]), int(start[3:])))
+    j = days.index((int(end[:2]), int(end[3:])))
+    return days[i : j + 1] if i <= j else days[i:] + days[: j + 1]
+
+
+class TariffsConfig(_Model):
+    """All tariffs and who pays which.
+
+    Precedence for a sensor: its own ``tariff``, then ``racks``, ``customers``,
+    its location's ``tariff``, then ``default``.
+    """
+
+    timezone: TimeZoneName = "UTC"
+    """Calendar of reports and summaries, and of tariffs that name no timezone."""
+    plans: dict[str, TariffConfig] = Field(default_factory=dict)
+    default: str | None = None
+    racks: dict[str, str] = Field(default_factory=dict)
+    customers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("plans")
+    @classmethod
+    def _one_currency(cls, plans: dict[str, TariffConfig]) -> dict[str, TariffConfig]:
+        if len({plan.currency for plan in plans.values()}) > 1:
+            msg = (
+                "all tariffs must use one currency so costs can be added up; found "
+                + ", ".join(f"{n}: {p.currency}" for n, p in sorted(plans.items()))
+            )
+            raise ValueError(msg)
+        return plans
+
+    @field_validator("default", "racks", "customers")
+    @classmethod
+    def _check_references(cls, value: Any, info: ValidationInfo) -> Any:
+        plans = info.data.get("plans")
+        if plans is None:
+            return value  # plans itself is invalid; that error is reported
+        refs = value.items() if isinstance(value, dict) else [(None, value)]
+        for key, name in refs:
+            if name is not None and name not in plans:
+                where = f"{key} names tariff" if key else "tariff"
+                msg = f"{where} {name!r} is not under plans ({_known(plans)})"
+                raise ValueError(msg)
+        return value
+
+    @property
+    def currency(self) -> str | None:
+        """The one currency of all plans, if any plan exists."""
+        return next((p.currency for p in self.plans.values()), None)
+
+
+def _known(names: Mapping[str, object]) -> str:
+    return "defined: " + ", ".join(sorted(names)) if names else "none defined"
+
+
+class LocationConfig(_Model):
+    """A site: its facility overhead (PUE) and tariff."""
+
+    pue: float = Field(default=1.0, ge=1.0, le=5.0)
+    """Facility energy per unit of IT energy (cooling, power losses...)."""
+    tariff: str | None = None
+    description: str | None = None
+
+
+def _load_secret_pairs(model: BaseModel, fields: Sequence[str]) -> None:
+    for value_field in fields:
+        file_field = f"{value_field}_file"
+        path = getattr(model, file_field)
+        if path is not None:
+            if getattr(model, value_field) is not None:
+                msg = f"give either {value_field} or {file_field}, not both"
+                raise ValueError(msg)
+            object.__setattr__(model, value_field, _secret_from_file(path, file_field))
+
+
+def _require_secrets(model: BaseModel, fields: Sequence[str], what: str) -> None:
+    if getattr(model, "enabled", False):
+        missing = [f for f in fields if getattr(model, f) is None]
+        if missing:
+            msg = f"{what} is enabled but {', '.join(missing)} is not set"
+            raise ValueError(msg)
+
+
+class XDestinationConfig(_Model):
+    """Posting to X (API v2, OAuth 1.0a user context)."""
+
+    enabled: bool = False
+    consumer_key: SecretStr | None = None
+    consumer_key_file: Path | None = None
+    consumer_secret: SecretStr | None = None
+    consumer_secret_file: Path | None = None
+    access_token: SecretStr | None = None
+    access_token_file: Path | None = None
+    access_token_secret: SecretStr | None = None
+    access_token_secret_file: Path | None = None
+    api_base_url: str = "https://api.twitter.com"
+    max_chars: int = Field(default=280, ge=20, le=25_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _load_secrets(self) -> Self:
+        keys = ["consumer_key", "consumer_secret"]
+        keys += ["access_token", "access_token_secret"]
+        _load_secret_pairs(self, keys)
+        _require_secrets(self, keys, "x")
+        return self
+
+
+class MastodonDestinationConfig(_Model):
+    """Posting to a Mastodon server."""
+
+    enabled: bool = False
+    api_base_url: str | None = None
+    access_token: SecretStr | None = None
+    access_token_file: Path | None = None
+    visibility: Literal["public", "unlisted", "private", "direct"] = "unlisted"
+    max_chars: int = Field(default=500, ge=20, le=100_000)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _load_secrets(self) -> Self:
+        _load_secret_pairs(self, ("access_token",))
+        _require_secrets(self, ("access_token", "api_base_url"), "mastodon")
+        return self
+
+
+class WebhookDestinationConfig(_Model):
+    """A JSON POST to any URL, optionally signed with HMAC-SHA256."""
+
+    enabled: bool = False
+    url: str | None = None
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    secret: SecretStr | None = None
+    secret_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _load_secrets(self) -> Self:
+        _load_secret_pairs(self, ("token", "secret"))
+        _require_secrets(self, ("url",), "webhook")
+        return self
+
+
+class MqttDestinationConfig(_Model):
+    """Publishing to an MQTT topic, through the broker of the ``mqtt`` section."""
+
+    enabled: bool = False
+    topic: str | None = None
+    """Default: ``<mqtt.base_topic>/summary/<summary name>``."""
+    retain: bool = True
+    qos: Literal[0, 1, 2] = 1
+
+
+class SummaryDestinationsConfig(_Model):
+    """Where a summary goes. Nothing enabled means dry run: it is only logged."""
+
+    x: XDestinationConfig = Field(default_factory=XDestinationConfig)
+    mastodon: MastodonDestinationConfig = Field(
+        default_factory=MastodonDestinationConfig
+    )
+    webhook: WebhookDestinationConfig = Field(default_factory=WebhookDestinationConfig)
+    mqtt: MqttDestinationConfig = Field(default_factory=MqttDestinationConfig)
+
+    @property
+    def enabled(self) -> list[str]:
+        """Names of the enabled destinations."""
+        names = ("x", "mastodon", "webhook", "mqtt")
+        return [n for n in names if getattr(self, n).enabled]
+
+
+class SummaryConfig(_Model):
+    """A scheduled energy summary (see docs/cost.md for template fields)."""
+
+    period: Literal["day", "week", "month"] = "week"
+    schedule: str | None = None
+    """Cron line ``minute hour day month weekday`` in local time; default
+    ``0 8 * * *`` (day), ``0 8 * * mon`` (week), ``0 8 1 * *`` (month)."""
+    timezone: TimeZoneName | None = None
+    by: Literal["all", "sensor", "rack", "customer", "location"] = "all"
+    only: list[str] = Field(default_factory=list)
+    """Post only for these groups (default: every group)."""
+    template: str | None = None
+    destinations: SummaryDestinationsConfig = Field(
+        default_factory=SummaryDestinationsConfig
+    )
+    min_interval_s: float = Field(default=10.0, ge=0, le=3600)
+    max_posts_per_day: int = Field(default=20, ge=1, le=1000)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    retry_base_s: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            from wattd.schedule import CronSchedule  # here: avoids an import cycle
+
+            CronSchedule.parse(value)
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _check_template(cls, value: str | None) -> str | None:
+        if value is not None:
+            from wattd.summary import check_template  # here: avoids an import cycle
+
+            check_template(value)
+        return value
+
+
+def _cost_reference_errors(config: Config) -> list[InitErrorDetails]:
+    """Tariff names used by sensors and locations must exist under tariffs.plans."""
+    plans = config.tariffs.plans
+    out: list[InitErrorDetails] = []
+
+    def bad(loc: tuple[str | int, ...], name: str) -> None:
+        msg = f"tariff {name!r} is not defined under tariffs.plans ({_known(plans)})"
+        error = PydanticCustomError("value_error", msg)
+        out.append(InitErrorDetails(type=error, loc=loc, input=name))
+
+    for i, sensor in enumerate(config.sensors):
+        if sensor.tariff is not None and sensor.tariff not in plans:
+            bad(("sensors", i, "tariff"), sensor.tariff)
+    for key, location in config.locations.items():
+        if location.tariff is not None and location.tariff not in plans:
+            bad(("locations", key, "tariff"), location.tariff)
+    return out
+
+
+SummaryName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+def _duplicate_errors(config: Config) -> list[InitErrorDetails]:
+    """Repeated sensor addresses/names and port devices, located at the repeat."""
+    out: list[InitErrorDetails] = []
+
+    def dup(loc: tuple[str | int, ...], what: str, first: int, value: object) -> None:
+        section = loc[0]
+        msg = f"{what} repeats {section}[{first}]; each must be unique"
+        error = PydanticCustomError("value_error", msg)
+        out.append(InitErrorDetails(type=error, loc=loc, input=value))
+
+    addresses: dict[int, int] = {}
+    names: dict[str, int] = {}
+    for i, sensor in enumerate(config.sensors):
+        if sensor.address in addresses:
+            first = addresses[sensor.address]
+            what = f"address {sensor.address}"
+            dup(("sensors", i, "address"), what, first, sensor.address)
+        addresses.setdefault(sensor.address, i)
+        name = sensor.display_name
+        if name in names and sensor.address != config.sensors[names[name]].address:
+            dup(("sensors", i, "name"), f"name {name!r}", names[name], name)
+        names.setdefault(name, i)
+    devices: dict[str, int] = {}
+    for i, port in enumerate(config.ports):
+        if port.device in devices:
+            first = devices[port.device]
+            dup(("ports", i, "device"), f"device {port.device}", first, port.device)
+        devices.setdefault(port.device, i)
+    return out
+
+
 # -- the whole file ----------------------------------------------------------
 
 
@@ -352,33 +868,23 @@ class Config(_Model):
     influxdb: InfluxConfig = Field(default_factory=InfluxConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tariffs: TariffsConfig = Field(default_factory=TariffsConfig)
+    locations: dict[str, LocationConfig] = Field(default_factory=dict)
+    summaries: dict[SummaryName, SummaryConfig] = Field(default_factory=dict)
 
-    @field_validator("sensors")
-    @classmethod
-    def _unique_sensors(cls, sensors: list[SensorConfig]) -> list[SensorConfig]:
-        seen: dict[int, int] = {}
-        names: dict[str, int] = {}
-        for i, s in enumerate(sensors):
-            if s.address in seen:
-                msg = f"sensors[{i}] repeats address {s.address} of sensors[{seen[s.address]}]"
-                raise ValueError(msg)
-            seen[s.address] = i
-            if s.display_name in names:
-                msg = f"sensors[{i}] repeats name {s.display_name!r} of sensors[{names[s.display_name]}]"
-                raise ValueError(msg)
-            names[s.display_name] = i
-        return sensors
+    @model_validator(mode="after")
+    def _check_unique(self) -> Self:
+        errors = _duplicate_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("Config", errors)
+        return self
 
-    @field_validator("ports")
-    @classmethod
-    def _unique_ports(cls, ports: list[PortConfig]) -> list[PortConfig]:
-        seen: set[str] = set()
-        for i, p in enumerate(ports):
-            if p.device in seen:
-                msg = f"ports[{i}] repeats device {p.device}"
-                raise ValueError(msg)
-            seen.add(p.device)
-        return ports
+    @model_validator(mode="after")
+    def _check_cost_references(self) -> Self:
+        errors = _cost_reference_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("Config", errors)
+        return self
 
     def sensor_map(self) -> dict[int, SensorConfig]:
         """Sensors keyed by address."""
@@ -410,7 +916,9 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _expand_env(
-    value: Any, path: tuple[str | int, ...], errors: list[tuple[tuple[str | int, ...], str]]
+    value: Any,
+    path: tuple[str | int, ...],
+    errors: list[tuple[tuple[str | int, ...], str]],
 ) -> Any:
     if isinstance(value, str):
 
@@ -433,7 +941,9 @@ def _expand_env(
     return value
 
 
-def _node_at(root: yaml.Node | None, loc: Sequence[str | int]) -> tuple[yaml.Node | None, bool]:
+def _node_at(
+    root: yaml.Node | None, loc: Sequence[str | int]
+) -> tuple[yaml.Node | None, bool]:
     """Walk the YAML node tree along a pydantic error location.
 
     Returns the deepest node reached and whether the location resolved fully
@@ -515,15 +1025,24 @@ def _render_validation_errors(
 ) -> list[ConfigError]:
     out: list[ConfigError] = []
     for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(
+            p
+            for p in err["loc"]
+            if not (isinstance(p, str) and p.startswith("function-"))
+        )
         key = _loc_text(loc)
         line = _key_line(root, loc)
         kind = err["type"]
+        if kind == "secret_file":
+            loc = (*loc, str(err.get("ctx", {}).get("field", "")))
+            key = _loc_text(loc)
+            line = _key_line(root, loc)
         if kind == "extra_forbidden":
             owner = _model_for(loc)
             hint = ""
             if owner is not None:
-                close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
+                fields = list(owner.model_fields)
+                close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
                 if close:
                     hint = f"; did you mean {close[0]!r}?"
                 else:
@@ -534,7 +1053,8 @@ def _render_validation_errors(
         else:
             message = str(err["msg"]).removeprefix("Value error, ")
             given = err.get("input")
-            if given is not None and not isinstance(given, dict | list) and kind != "value_error":
+            scalar = given is not None and not isinstance(given, dict | list)
+            if scalar and kind != "value_error":
                 shown = given if not isinstance(given, str) else repr(given)
                 message += f" (got {shown})"
             if _is_secret_key(loc):
@@ -543,8 +1063,24 @@ def _render_validation_errors(
     return out
 
 
+def _is_secret_name(name: str) -> bool:
+    return name in {"password", "token", "secret"} or name.endswith(
+        ("_secret", "_token", "_password", "consumer_key")
+    )
+
+
 def _is_secret_key(loc: Sequence[str | int]) -> bool:
-    return bool(loc) and str(loc[-1]) in {"password", "token"}
+    """True for keys whose values must never be echoed (SecretStr fields)."""
+    if not loc:
+        return False
+    name = str(loc[-1])
+    if _is_secret_name(name):
+        return True
+    owner = _model_for(loc)
+    field = owner.model_fields.get(name) if owner is not None else None
+    if field is None:
+        return False
+    return any(a is SecretStr for a in _iter_args(field.annotation))
 
 
 def parse_config(text: str, path: Path | str | None = None) -> Config:
@@ -560,8 +1096,13 @@ def parse_config(text: str, path: Path | str | None = None) -> Config:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
+        started = ""
+        if exc.context and exc.context_mark is not None:
+            ctx_line = exc.context_mark.line + 1
+            if ctx_line != line:
+                started = f" ({exc.context} that starts on line {ctx_line})"
         raise ConfigError(
-            f"not valid YAML: {exc.problem}; check indentation and quoting",
+            f"not valid YAML: {exc.problem}{started}; check indentation and quoting",
             path=where,
             line=line,
         ) from None
@@ -578,12 +1119,13 @@ def parse_config(text: str, path: Path | str | None = None) -> Config:
     env_errors: list[tuple[tuple[str | int, ...], str]] = []
     data = _expand_env(data, (), env_errors)
     if env_errors:
-        raise ConfigErrors(
-            [
-                ConfigError(msg, path=where, line=_key_line(root, loc), key=_loc_text(loc))
-                for loc, msg in env_errors
-            ]
-        )
+        found = [
+            ConfigError(msg, path=where, line=_key_line(root, loc), key=_loc_text(loc))
+            for loc, msg in env_errors
+        ]
+        if len(found) == 1:
+            raise found[0]
+        raise ConfigErrors(found)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -621,7 +1163,10 @@ def dump_effective(config: Config) -> str:
 
 def _mask(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {k: ("**********" if k in {"password", "token"} and v else _mask(v)) for k, v in value.items()}
+        return {
+            k: ("**********" if v and _is_secret_name(str(k)) else _mask(v))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_mask(v) for v in value]
     return value

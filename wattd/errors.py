@@ -96,12 +96,24 @@ class SinkAuthError(SinkError):
     """The sink refused our credentials; fix the config, retrying will not help."""
 
 
+class SinkTlsError(SinkError):
+    """The TLS handshake or certificate check failed; fix certificates or config."""
+
+
 class SpoolError(WattdError):
     """The durable spool is full, corrupt or unwritable."""
 
 
 class StoreError(WattdError):
     """The local SQLite store could not be read or written."""
+
+
+class StoreLocked(StoreError):
+    """Another process kept the store locked past the busy timeout; retry later."""
+
+
+class StoreCorrupt(StoreError):
+    """The store file is not a usable SQLite database; retrying will not help."""
 
 
 class StateError(WattdError):
@@ -123,3 +135,27 @@ class RadioError(WattdError):
 
 class TariffError(WattdError):
     """A tariff or cost computation is impossible with the given data."""
+
+
+class SummaryError(WattdError):
+    """A scheduled summary could not be composed or its ledger kept."""
+
+
+class ScheduleError(SummaryError, ValueError):
+    """A summary schedule (cron line) is malformed; also a ValueError for config."""
+
+
+class TemplateError(SummaryError, ValueError):
+    """A summary template names an unknown field or is malformed."""
+
+
+class PublishError(SummaryError):
+    """Posting a summary failed in a way that may pass; it is retried with backoff."""
+
+    def __init__(self, message: str, *, destination: str) -> None:
+        self.destination = destination
+        super().__init__(f"{destination}: {message}")
+
+
+class PublishRejected(PublishError):
+    """The destination refused the post (credentials, content); no retry."""

@@ -24,11 +24,11 @@ from typing import Final
 
 from wattd.errors import FrameError
 from wattd.iosample import (
+    PARSERS,
     IoSampleFrame,
     ModemStatusFrame,
     OtherFrame,
     PayloadRejection,
-    parse_frame_data,
 )
 
 START: Final = 0x7E
@@ -71,14 +71,21 @@ class FrameRejected:
     """Bytes that were not a usable frame, with the reason.
 
     ``raw`` is diagnostic: for a bad checksum it is the whole candidate, whose
-    bytes after the start byte are scanned again and may still form a frame.
+    bytes after the start byte are scanned again (API mode 1) and may still form
+    a frame.
     """
 
     reason: RejectReason
     raw: bytes
     detail: str = ""
     nbytes: int = 0
-    """Wire bytes this event stands for (``raw`` may be cut short)."""
+    """Wire bytes this event used up (``raw`` may be cut short, or longer).
+
+    Every fed byte is used up by exactly one event: an accepted frame (its
+    ``raw``) or a rejection (its ``nbytes``). A candidate rejected for its length,
+    or in API mode 1 for its checksum, uses up only its start byte, because the
+    bytes after it are scanned again.
+    """
 
     def __post_init__(self) -> None:
         if not self.nbytes:
@@ -165,7 +172,8 @@ def encode_frame(
         raise FrameError(
             f"frame data must be 1..65535 bytes, got {n}; pass API id + payload"
         )
-    body = bytes((n >> 8, n & 0xFF)) + bytes(frame_data) + bytes((checksum(frame_data),))
+    check = bytes((checksum(frame_data),))
+    body = bytes((n >> 8, n & 0xFF)) + bytes(frame_data) + check
     if ApiMode(api_mode) is ApiMode.ESCAPED:
         body = escape(body)
     return bytes((START,)) + body
@@ -210,24 +218,46 @@ class FrameDecoder:
         return events
 
     def close(self) -> list[FrameEvent]:
-        """End of input: report what is left in the buffer as truncated."""
+        """End of input: report what is left in the buffer as truncated.
+
+        In API mode 1 the leftover candidate may have been waiting for bytes that
+        will never come while complete frames sit behind it; those are still
+        decoded, so a cut-off frame at the end never hides the frames after it.
+        """
         events: list[FrameEvent] = []
-        if self._buf:
-            raw = bytes(self._buf)
-            self._buf.clear()
-            if raw[0] == START:
-                self.stats.truncated += 1
-                events.append(
-                    FrameRejected(
-                        reason=RejectReason.TRUNCATED,
-                        raw=raw[:MAX_REJECT_RAW],
-                        detail=f"input ended inside a frame ({len(raw)} bytes)",
-                        nbytes=len(raw),
-                    )
-                )
-            else:  # pragma: no cover - the scanners never leave leading garbage
-                self._garbage(events, raw)
+        buf = self._buf
+        while buf:
+            # The scanners only ever stop at a start byte of an unfinished frame.
+            cut = len(buf)
+            if self.api_mode is ApiMode.UNESCAPED:
+                nxt = self._next_complete_candidate(buf)
+                if nxt >= 0:
+                    cut = nxt
+            self._truncated(
+                events, buf[:cut], f"input ended inside a frame ({cut} bytes)"
+            )
+            del buf[:cut]
+            if buf:
+                self._scan_unescaped(events)
         return events
+
+    def _next_complete_candidate(self, buf: bytearray) -> int:
+        """First start byte after ``buf[0]`` that begins a checksum-valid frame."""
+        end = len(buf)
+        max_len = self.max_frame_data_len
+        p = buf.find(START, 1)
+        while p >= 0:
+            if end - p >= 3:
+                length = (buf[p + 1] << 8) | buf[p + 2]
+                stop = p + 4 + length
+                if (
+                    0 < length <= max_len
+                    and stop <= end
+                    and (sum(buf[p + 3 : stop]) & 0xFF) == 0xFF
+                ):
+                    return p
+            p = buf.find(START, p + 1)
+        return -1
 
     # -- mode 1 ---------------------------------------------------------------
 
@@ -236,8 +266,12 @@ class FrameDecoder:
         pos = 0
         end = len(buf)
         max_len = self.max_frame_data_len
+        # Local names: this loop runs once per frame and decides the decode speed.
+        find = buf.find
+        dispatch = self._dispatch
+        append = events.append
         while pos < end:
-            start = buf.find(START, pos)
+            start = find(START, pos)
             if start < 0:
                 self._garbage(events, buf[pos:end])
                 pos = end
@@ -249,35 +283,32 @@ class FrameDecoder:
                 break
             length = (buf[start + 1] << 8) | buf[start + 2]
             if length == 0 or length > max_len:
-                self.stats.bad_length += 1
-                events.append(
-                    FrameRejected(
-                        reason=RejectReason.BAD_LENGTH,
-                        raw=bytes(buf[start : start + 3]),
-                        detail=f"length field {length} outside 1..{max_len}",
-                    )
-                )
+                self._bad_length(events, buf[start : start + 3], length)
                 pos = start + 1
                 continue
             stop = start + 4 + length
             if stop > end:
                 break
-            if (sum(buf[start + 3 : stop]) & 0xFF) != 0xFF:
+            raw = bytes(buf[start:stop])
+            # Summing the whole frame and taking the start and length bytes back
+            # out avoids copying the frame data once more.
+            if (sum(raw) - START - raw[1] - raw[2]) & 0xFF != 0xFF:
                 self.stats.bad_checksum += 1
                 events.append(
                     FrameRejected(
                         reason=RejectReason.BAD_CHECKSUM,
-                        raw=bytes(buf[start:stop]),
+                        raw=raw,
                         detail=(
-                            f"checksum 0x{buf[stop - 1]:02X} does not match"
-                            f" 0x{checksum(buf[start + 3 : stop - 1]):02X}"
+                            f"checksum 0x{raw[-1]:02X} does not match"
+                            f" 0x{checksum(raw[3:-1]):02X}"
                         ),
+                        # Only the start byte is used up: the rest is scanned again.
+                        nbytes=1,
                     )
                 )
                 pos = start + 1
                 continue
-            raw = bytes(buf[start:stop])
-            events.append(self._dispatch(raw[3:-1], raw))
+            append(dispatch(raw[3:-1], raw))
             pos = stop
         del buf[:pos]
 
@@ -300,8 +331,10 @@ class FrameDecoder:
             nxt = buf.find(START, start + 1)
             seg_end = end if nxt < 0 else nxt
             seg = buf[start + 1 : seg_end]
-            if nxt < 0 and seg.endswith(b"\x7d"):
-                seg = seg[:-1]  # the escaped byte is still on its way
+            if _ends_in_lone_escape(seg):
+                # Either its partner byte is still on its way, or (a start byte
+                # follows) it was lost; both ways it cannot belong to this frame.
+                seg = seg[:-1]
             body = unescape(seg)
             if len(body) < 2:
                 if nxt < 0:
@@ -311,29 +344,26 @@ class FrameDecoder:
                 continue
             length = (body[0] << 8) | body[1]
             if length == 0 or length > max_len:
-                self.stats.bad_length += 1
-                events.append(
-                    FrameRejected(
-                        reason=RejectReason.BAD_LENGTH,
-                        raw=bytes(buf[start : start + 3]),
-                        detail=f"length field {length} outside 1..{max_len}",
-                    )
-                )
+                self._bad_length(events, buf[start : start + 3], length)
                 pos = start + 1
                 continue
             need = length + 3
-            if len(body) < need:
+            have = len(body)
+            if have < need:
                 if nxt < 0:
                     break
                 self._truncated(
                     events,
                     buf[start:nxt],
-                    f"next frame started after {len(body) - 3} of {length} bytes",
+                    f"next frame started after {have - 3} of {length} bytes",
                 )
                 pos = nxt
                 continue
-            stop = start + 1 + _escaped_span(seg, need)
-            frame = body[2 : 2 + length + 1]
+            if have == need:
+                stop = start + 1 + len(seg)
+            else:
+                stop = start + 1 + _escaped_span(seg, need)
+            frame = body[2:need]
             if (sum(frame) & 0xFF) != 0xFF:
                 self.stats.bad_checksum += 1
                 events.append(
@@ -356,8 +386,17 @@ class FrameDecoder:
     # -- shared ---------------------------------------------------------------
 
     def _dispatch(self, frame_data: bytes, raw: bytes) -> FrameEvent:
-        parsed = parse_frame_data(frame_data, raw)
         stats = self.stats
+        parser = PARSERS.get(frame_data[0])
+        if parser is None:
+            stats.frames_ok += 1
+            stats.unknown_type += 1
+            return OtherFrame(api_id=frame_data[0], data=frame_data, raw=raw)
+        parsed = parser(frame_data, raw)
+        if isinstance(parsed, IoSampleFrame):
+            stats.frames_ok += 1
+            stats.io_frames += 1
+            return parsed
         if isinstance(parsed, PayloadRejection):
             if parsed.encrypted:
                 stats.encrypted += 1
@@ -367,11 +406,22 @@ class FrameDecoder:
                 reason = RejectReason.BAD_PAYLOAD
             return FrameRejected(reason=reason, raw=raw, detail=parsed.detail)
         stats.frames_ok += 1
-        if isinstance(parsed, IoSampleFrame):
-            stats.io_frames += 1
-        elif isinstance(parsed, OtherFrame):
-            stats.unknown_type += 1
         return parsed
+
+    def _bad_length(
+        self, events: list[FrameEvent], head: bytes | bytearray, length: int
+    ) -> None:
+        self.stats.bad_length += 1
+        events.append(
+            FrameRejected(
+                reason=RejectReason.BAD_LENGTH,
+                raw=bytes(head),
+                detail=f"length field {length} outside 1..{self.max_frame_data_len}",
+                # Only the start byte is used up: the bytes after it are scanned
+                # again (mode 1) or counted as garbage up to the next start (mode 2).
+                nbytes=1,
+            )
+        )
 
     def _garbage(self, events: list[FrameEvent], raw: bytes | bytearray) -> None:
         self.stats.garbage_bytes += len(raw)
@@ -410,14 +460,27 @@ class FrameDecoder:
         )
 
 
+def _ends_in_lone_escape(seg: bytes | bytearray) -> bool:
+    """True if the last byte of ``seg`` is an escape byte without its partner."""
+    if not seg or seg[-1] != ESCAPE:
+        return False
+    # Escape pairs are read left to right, and a run of escape bytes always
+    # starts on a pair boundary, so the last one is alone iff the run is odd.
+    run = len(seg) - len(seg.rstrip(b"\x7d"))
+    return run % 2 == 1
+
+
 def _escaped_span(seg: bytes | bytearray, unescaped_len: int) -> int:
-    """Return how many escaped bytes of ``seg`` make ``unescaped_len`` bytes."""
+    """Return how many escaped bytes of ``seg`` make ``unescaped_len`` bytes.
+
+    ``seg`` must not end in a lone escape byte and must hold at least
+    ``unescaped_len`` unescaped bytes.
+    """
     if ESCAPE not in seg:
         return unescaped_len
     i = 0
     produced = 0
-    n = len(seg)
-    while produced < unescaped_len and i < n:
+    while produced < unescaped_len:
         i += 2 if seg[i] == ESCAPE else 1
         produced += 1
     return i

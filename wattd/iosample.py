@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 RX64_IO: Final = 0x82
 RX16_IO: Final = 0x83
@@ -112,95 +114,182 @@ MODEM_STATUS_TEXT: Final = {
 ParsedFrame = IoSampleFrame | ModemStatusFrame | OtherFrame | PayloadRejection
 
 
-def _split_sets(
-    body: bytes,
-    offset: int,
-    count: int,
-    digital_mask: int,
-    channels: tuple[int, ...],
-) -> tuple[dict[int, tuple[int, ...]], tuple[int, ...] | None]:
-    per_set = len(channels) + (1 if digital_mask else 0)
-    words = struct.unpack_from(f">{count * per_set}H", body, offset)
-    if digital_mask:
-        digital: tuple[int, ...] | None = words[0::per_set]
-        first = 1
-    else:
-        digital = None
-        first = 0
-    analog = {ch: words[first + k :: per_set] for k, ch in enumerate(channels)}
-    return analog, digital
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Layout:
+    """How the sample sets of one (count, mask) pair sit in an 802.15.4 payload."""
+
+    body_len: int
+    words: struct.Struct
+    per_set: int
+    digital_mask: int
+    channels: tuple[int, ...]
+    slots: tuple[tuple[int, int], ...]
+    """(ADC channel, index of its first word) pairs."""
 
 
-_CHANNEL_CACHE: dict[int, tuple[int, ...]] = {}
+# Every meter repeats the same (count, mask) in every frame, so the layout is
+# worked out once. The cache is bounded because the key comes off the air.
+_LAYOUTS: dict[int, _Layout] = {}
+_MAX_LAYOUTS: Final = 256
 
 
-def _adc_channels(mask: int) -> tuple[int, ...]:
-    chans = _CHANNEL_CACHE.get(mask)
-    if chans is None:
-        adc = (mask & _ADC_BITS_S1) >> _ADC_SHIFT
-        chans = tuple(ch for ch in range(6) if adc >> ch & 1)
-        _CHANNEL_CACHE[mask] = chans
-    return chans
-
-
-def _parse_802_io(data: bytes, raw: bytes, header: int) -> ParsedFrame:
-    """Parse 0x83 (header 8) or 0x82 (header 14) payloads."""
-    n = len(data)
-    if n < header:
-        return PayloadRejection(f"IO frame of {n} bytes is shorter than its header")
-    count = data[header - 3]
+def _layout(count: int, mask: int) -> _Layout | PayloadRejection:
+    """Work out (and cache) the layout of ``count`` sets with channel ``mask``."""
     if count == ENCRYPTED_COUNT:
         return PayloadRejection(
             "sample count 0xFF: the sender encrypts (EE=1); set EE=0 on it",
             encrypted=True,
         )
-    mask = (data[header - 2] << 8) | data[header - 1]
     digital_mask = mask & _DIO_BITS
-    channels = _adc_channels(mask)
+    adc = (mask & _ADC_BITS_S1) >> _ADC_SHIFT
+    channels = tuple(ch for ch in range(6) if adc >> ch & 1)
     if count == 0 or (not digital_mask and not channels):
         return PayloadRejection(f"no samples (count {count}, mask 0x{mask:04X})")
     if mask & 0x8000:
         return PayloadRejection(f"channel mask 0x{mask:04X} sets reserved bit 15")
-    set_size = 2 * (len(channels) + (1 if digital_mask else 0))
-    expected = header + count * set_size
-    if n != expected or count > MAX_SAMPLE_SETS:
+    if count > MAX_SAMPLE_SETS:
         return PayloadRejection(
-            f"IO payload is {n} bytes; count {count} x {set_size}-byte sets"
-            f" (mask 0x{mask:04X}) needs {expected}"
+            f"sample count {count} is more than the {MAX_SAMPLE_SETS} sets an"
+            " 802.15.4 frame can carry"
         )
-    analog, digital = _split_sets(data, header, count, digital_mask, channels)
-    if header == 8:
-        addr16: int | None = (data[1] << 8) | data[2]
-        addr64: int | None = None
-        rssi = data[3]
-        options = data[4]
-    else:
-        addr16 = None
-        addr64 = int.from_bytes(data[1:9], "big")
-        rssi = data[9]
-        options = data[10]
-    return IoSampleFrame(
-        api_id=data[0],
-        address16=addr16,
-        address64=addr64,
-        rssi_dbm=-rssi,
-        options=options,
-        sample_count=count,
+    first = 1 if digital_mask else 0
+    per_set = len(channels) + first
+    layout = _Layout(
+        body_len=2 * per_set * count,
+        words=struct.Struct(f">{count * per_set}H"),
+        per_set=per_set,
         digital_mask=digital_mask,
-        analog_channels=channels,
-        analog=analog,
-        digital=digital,
-        supply_voltage=None,
-        raw=raw,
+        channels=channels,
+        slots=tuple((ch, first + k) for k, ch in enumerate(channels)),
     )
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:
+        _LAYOUTS.clear()
+    _LAYOUTS[(count << 16) | mask] = layout
+    return layout
+
+
+# One IoSampleFrame is built per radio frame, and the keyword-only __init__ of a
+# frozen dataclass (argument parsing plus one object.__setattr__ per field) costs
+# about as much as the rest of the decode. The hot path fills the slots directly,
+# which is what that __init__ does minus the argument parsing; test_iosample
+# checks that both build equal frames and that the setters follow field order.
+_new_object: Final = object.__new__
+_FIELD_SETTERS: Final = tuple(
+    getattr(IoSampleFrame, field.name).__set__
+    for field in dataclasses.fields(IoSampleFrame)
+)
+(
+    _set_api_id,
+    _set_address16,
+    _set_address64,
+    _set_rssi_dbm,
+    _set_options,
+    _set_sample_count,
+    _set_digital_mask,
+    _set_analog_channels,
+    _set_analog,
+    _set_digital,
+    _set_supply_voltage,
+    _set_raw,
+) = _FIELD_SETTERS
+
+
+def _io_frame(
+    api_id: int,
+    address16: int | None,
+    address64: int | None,
+    rssi_dbm: int | None,
+    options: int,
+    sample_count: int,
+    digital_mask: int,
+    analog_channels: tuple[int, ...],
+    analog: dict[int, tuple[int, ...]],
+    digital: tuple[int, ...] | None,
+    supply_voltage: int | None,
+    raw: bytes,
+    /,
+) -> IoSampleFrame:
+    frame: IoSampleFrame = _new_object(IoSampleFrame)
+    _set_api_id(frame, api_id)
+    _set_address16(frame, address16)
+    _set_address64(frame, address64)
+    _set_rssi_dbm(frame, rssi_dbm)
+    _set_options(frame, options)
+    _set_sample_count(frame, sample_count)
+    _set_digital_mask(frame, digital_mask)
+    _set_analog_channels(frame, analog_channels)
+    _set_analog(frame, analog)
+    _set_digital(frame, digital)
+    _set_supply_voltage(frame, supply_voltage)
+    _set_raw(frame, raw)
+    return frame
+
+
+def _io_layout(data: bytes, header: int) -> _Layout | PayloadRejection:
+    """Find the sample layout of an 802.15.4 IO payload and check its length."""
+    n = len(data)
+    if n < header:
+        return PayloadRejection(f"IO frame of {n} bytes is shorter than its header")
+    count = data[header - 3]
+    mask = (data[header - 2] << 8) | data[header - 1]
+    layout = _LAYOUTS.get((count << 16) | mask)
+    if layout is None:
+        found = _layout(count, mask)
+        if isinstance(found, PayloadRejection):
+            return found
+        layout = found
+    if n - header != layout.body_len:
+        return PayloadRejection(
+            f"IO payload is {n} bytes; count {count} x {2 * layout.per_set}-byte"
+            f" sets (mask 0x{mask:04X}) needs {header + layout.body_len}"
+        )
+    return layout
 
 
 def _parse_rx16_io(data: bytes, raw: bytes) -> ParsedFrame:
-    return _parse_802_io(data, raw, 8)
+    """0x83: 16-bit source address, RSSI, options, sample sets."""
+    layout = _io_layout(data, 8)
+    if isinstance(layout, PayloadRejection):
+        return layout
+    words = layout.words.unpack_from(data, 8)
+    per_set = layout.per_set
+    return _io_frame(
+        RX16_IO,
+        (data[1] << 8) | data[2],
+        None,
+        -data[3],
+        data[4],
+        data[5],
+        layout.digital_mask,
+        layout.channels,
+        {ch: words[i::per_set] for ch, i in layout.slots},
+        words[0::per_set] if layout.digital_mask else None,
+        None,
+        raw,
+    )
 
 
 def _parse_rx64_io(data: bytes, raw: bytes) -> ParsedFrame:
-    return _parse_802_io(data, raw, 14)
+    """0x82: 64-bit source address, RSSI, options, sample sets."""
+    layout = _io_layout(data, 14)
+    if isinstance(layout, PayloadRejection):
+        return layout
+    words = layout.words.unpack_from(data, 14)
+    per_set = layout.per_set
+    return _io_frame(
+        RX64_IO,
+        None,
+        int.from_bytes(data[1:9], "big"),
+        -data[9],
+        data[10],
+        data[11],
+        layout.digital_mask,
+        layout.channels,
+        {ch: words[i::per_set] for ch, i in layout.slots},
+        words[0::per_set] if layout.digital_mask else None,
+        None,
+        raw,
+    )
 
 
 def _parse_io_sample_rx(data: bytes, raw: bytes) -> ParsedFrame:

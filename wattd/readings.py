@@ -35,6 +35,8 @@ class Flag(enum.StrEnum):
     """Computed the 2009 wattcher way (mean |v*i|), for comparison only."""
     MISSING_CHANNEL = "missing_channel"
     """The frame lacks the configured voltage or current channel."""
+    TOO_FEW_SAMPLES = "too_few_samples"
+    """The frame holds too few samples for any figure; all figures are zero."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +69,10 @@ class Reading:
     price_band: str | None = None
     price_per_kwh: float | None = None
     currency: str | None = None
+    cost_per_hour: float | None = None
+    """What the current power costs per hour at the current band (PUE included)."""
+    cost_today: float | None = None
+    """Cost of the sensor's energy since local midnight in its tariff's timezone."""
 
     @property
     def time_ns(self) -> int:
@@ -103,6 +109,8 @@ class Reading:
             out["price_band"] = self.price_band
             out["price_per_kwh"] = self.price_per_kwh
             out["currency"] = self.currency
+            out["cost_per_hour"] = _round(self.cost_per_hour, 6)
+            out["cost_today"] = _round(self.cost_today, 6)
         return out
 
 

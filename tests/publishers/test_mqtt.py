@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import aiomqtt
+import pytest
+
+from tests.fixtures.services import Mosquitto, free_port
+from tests.publishers.messages import sample_message
+from wattd.config import Config, MqttDestinationConfig, parse_config
+from wattd.errors import PublishError
+from wattd.publishers.mqtt import MqttPublisher, summary_topic
+
+
+def config_for(host: str, port: int, base: str) -> Config:
+    return parse_config(f"mqtt: {{host: {host}, port: {port}, base_topic: {base}}}\n")
+
+
+async def test_publishes_retained_json_to_default_topic(mosquitto: Mosquitto):
+    base = f"test-{secrets.token_hex(4)}"
+    config = config_for(mosquitto.host, mosquitto.port, base)
+    dest = MqttDestinationConfig(enabled=True)
+    message = sample_message()
+    topic = await MqttPublisher(config, dest).post(message)
+    assert topic == f"{base}/summary/weekly/rack-a"
+    assert summary_topic(config, dest, message) == topic
+
+    # Retained: a subscriber that comes later still gets it.
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(5):
+            received = await anext(aiter(client.messages))
+    assert received.retain
+    body = json.loads(received.payload)  # type: ignore[arg-type]
+    assert body["text"] == message.text
+    assert body["key"] == message.key
+    assert body["fields"]["biggest"] == "web-3"
+
+
+async def test_topic_template_and_qos0(mosquitto: Mosquitto):
+    base = f"test-{secrets.token_hex(4)}"
+    config = config_for(mosquitto.host, mosquitto.port, base)
+    dest = MqttDestinationConfig(
+        enabled=True, topic=f"{base}/energy/{{summary}}/{{group}}", retain=False, qos=0
+    )
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        await client.subscribe(f"{base}/#", qos=0)
+        await MqttPublisher(config, dest).post(sample_message())
+        async with asyncio.timeout(5):
+            received = await anext(aiter(client.messages))
+    assert str(received.topic) == f"{base}/energy/weekly/rack-a"
+    assert not received.retain
+
+
+@pytest.mark.timeout(30)
+async def test_unreachable_broker_is_a_retryable_error():
+    config = config_for("127.0.0.1", free_port(), "x")
+    with pytest.raises(PublishError) as info:
+        await MqttPublisher(config, MqttDestinationConfig(enabled=True)).post(
+            sample_message()
+        )
+    assert "cannot publish" in str(info.value)

@@ -1,0 +1,95 @@
+"""``wattd run``: the daemon in the foreground (systemd runs exactly this)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from wattd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+
+log = logging.getLogger("wattd")
+
+# sysexits' EX_CONFIG: the unit file lists it in RestartPreventExitStatus=, so a
+# broken config is reported once instead of restarting in a loop.
+EXIT_CONFIG: Final = 78
+SYSTEM_CONFIG: Final = Path("/etc/wattd/wattd.yaml")
+
+
+def default_config_path() -> Path:
+    """``$WATTD_CONFIG``, else systemd's ``$CONFIGURATION_DIRECTORY``, else /etc."""
+    env = os.environ.get("WATTD_CONFIG")
+    if env:
+        return Path(env)
+    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if conf_dir:
+        return Path(conf_dir.split(":")[0]) / "wattd.yaml"
+    return SYSTEM_CONFIG
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``wattd run``."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run the daemon (reads ports, writes sinks) until stopped",
+        description=(
+            "Run the daemon in the foreground. SIGTERM or SIGINT stops it after"
+            " flushing every sink and saving the state; SIGHUP reloads the config"
+            " (a bad new config is logged and the old one keeps running)."
+        ),
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=None,
+        help="config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/"
+        "wattd.yaml or /etc/wattd/wattd.yaml)",
+    )
+    parser.add_argument(
+        "--flush-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds the sinks get to flush at shutdown (default: 10)",
+    )
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Load the config and run the supervisor until a stop signal."""
+    from wattd.config import load_config
+    from wattd.logsetup import setup_logging
+    from wattd.supervisor import Supervisor
+
+    path: Path = args.config or default_config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    setup_logging(
+        args.log_level or config.logging.level, config.logging.format, reconfigure=True
+    )
+
+    async def main() -> None:
+        supervisor = Supervisor(
+            config,
+            config_path=path,
+            flush_timeout_s=args.flush_timeout,
+            handle_signals=True,
+        )
+        await supervisor.run()
+
+    try:
+        asyncio.run(main())
+    except ConfigError as exc:
+        # A sink section that validated but cannot be used (missing module...).
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    return 0

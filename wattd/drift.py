@@ -1,0 +1,200 @@
+"""Current-zero drift: estimate how far a sensor's no-load reading has moved.
+
+The configured ``current_zero`` comes from one calibration, but the
+Kill-A-Watt's op-amp bias wanders with temperature and age by a few counts.
+Real power over whole cycles barely notices, but every count of offset adds
+1/15.5 A of DC to Irms (about 8 VA at 120 V), so it is worth tracking.
+
+A frame counts as no load when the voltage waveform is there, the current's AC
+RMS is down at the ADC noise, and the current is not correlated with the
+voltage (any real load, even a few watts, follows the voltage). Its window mean
+of the raw current counts is then one observation of the true zero. The
+estimate is the interquartile mean of the most recent observations, so a few
+odd frames (a glitch, a load switching on mid-frame) cannot drag it, minus the
+configured zero. Until ``min_frames`` observations exist there is no estimate.
+
+The tracker only reports. The caller decides whether to correct (by setting
+``Calibration.zero_drift_counts`` and flagging ``DRIFT_CORRECTED``); the
+observations are raw counts, so a correction never feeds back into them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, Final
+
+from wattd.errors import ConfigError, StateError
+from wattd.readings import Flag
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from wattd.power import PowerResult
+
+__all__ = [
+    "DEFAULT_MIN_FRAMES",
+    "DEFAULT_WINDOW",
+    "NO_LOAD_MAX_AC_RMS_COUNTS",
+    "NO_LOAD_MAX_CORRELATION",
+    "DriftState",
+    "ZeroDriftTracker",
+]
+
+# ~40 s of frames at one per ~2 s: enough that the interquartile mean of the
+# per-frame means is good to ~0.1 count.
+DEFAULT_MIN_FRAMES: Final = 20
+# The last ~4 minutes of no-load frames: follows thermal drift, forgets glitches.
+DEFAULT_WINDOW: Final = 120
+# ADC noise gives 0.3-1 count of current AC RMS at no load; a 5 W load adds
+# about 0.65 count, a 50 W load 6.5 counts.
+NO_LOAD_MAX_AC_RMS_COUNTS: Final = 1.5
+# A per-frame correlation over ~12 samples of pure noise rarely exceeds this.
+NO_LOAD_MAX_CORRELATION: Final = 0.5
+# Frames with these flags say nothing reliable about the current zero.
+_UNUSABLE: Final = frozenset(
+    {Flag.FLAT_VOLTAGE, Flag.CLIPPED, Flag.MISSING_CHANNEL, Flag.TOO_FEW_SAMPLES}
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DriftState:
+    """A tracker's memory, for saving and restoring (JSON-friendly).
+
+    ``observations`` are the raw no-load current means (counts), oldest first,
+    so they stay valid if the configured zero changes. ``no_load_frames``
+    counts every no-load frame ever seen.
+    """
+
+    observations: tuple[float, ...] = ()
+    no_load_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if not all(math.isfinite(v) for v in self.observations):
+            msg = "drift state observations must all be finite numbers"
+            raise StateError(msg)
+        if self.no_load_frames < len(self.observations):
+            msg = (
+                f"drift state no_load_frames {self.no_load_frames} is less than"
+                f" the {len(self.observations)} observations it holds"
+            )
+            raise StateError(msg)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Plain JSON values."""
+        return {
+            "observations": list(self.observations),
+            "no_load_frames": self.no_load_frames,
+        }
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> DriftState:
+        """Rebuild a state saved by :meth:`to_json_dict`.
+
+        Raises:
+            StateError: a field is missing or of the wrong type.
+        """
+        observations = data.get("observations")
+        frames = data.get("no_load_frames")
+        if not isinstance(observations, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in observations
+        ):
+            msg = (
+                "saved drift state 'observations' must be a list of numbers;"
+                " delete the state file to start tracking afresh"
+            )
+            raise StateError(msg)
+        if isinstance(frames, bool) or not isinstance(frames, int):
+            msg = (
+                f"saved drift state 'no_load_frames' must be an integer, got"
+                f" {frames!r}; delete the state file to start tracking afresh"
+            )
+            raise StateError(msg)
+        return cls(
+            observations=tuple(float(v) for v in observations), no_load_frames=frames
+        )
+
+
+class ZeroDriftTracker:
+    """Tracks one sensor's current-zero drift from its no-load frames."""
+
+    def __init__(
+        self,
+        *,
+        current_zero: float,
+        min_frames: int = DEFAULT_MIN_FRAMES,
+        window: int = DEFAULT_WINDOW,
+        max_ac_rms_counts: float = NO_LOAD_MAX_AC_RMS_COUNTS,
+        max_correlation: float = NO_LOAD_MAX_CORRELATION,
+        state: DriftState | None = None,
+    ) -> None:
+        if not 1 <= min_frames <= window:
+            msg = (
+                f"the drift tracker needs 1 <= min_frames <= window, got"
+                f" min_frames={min_frames} window={window}"
+            )
+            raise ConfigError(msg, key="min_frames")
+        self.current_zero = current_zero
+        """The configured zero (counts) the drift is measured against."""
+        self.min_frames = min_frames
+        self.max_ac_rms_counts = max_ac_rms_counts
+        self.max_correlation = max_correlation
+        start = state or DriftState()
+        self._recent: collections.deque[float] = collections.deque(
+            start.observations, maxlen=window
+        )
+        self._seen = start.no_load_frames
+        self._level: float | None = None
+        self._stale = True
+
+    @property
+    def no_load_frames(self) -> int:
+        """No-load frames seen so far (including restored ones)."""
+        return self._seen
+
+    @property
+    def estimate_counts(self) -> float | None:
+        """Observed no-load level minus the configured zero, or None (too few)."""
+        level = self.level_counts
+        return None if level is None else level - self.current_zero
+
+    @property
+    def level_counts(self) -> float | None:
+        """The observed no-load current level in counts, or None (too few)."""
+        if len(self._recent) < self.min_frames:
+            return None
+        if self._stale:
+            self._level = _interquartile_mean(sorted(self._recent))
+            self._stale = False
+        return self._level
+
+    @property
+    def state(self) -> DriftState:
+        """A snapshot to save; pass it back as ``state`` to resume."""
+        return DriftState(observations=tuple(self._recent), no_load_frames=self._seen)
+
+    def is_no_load(self, result: PowerResult) -> bool:
+        """Whether a frame's figures show nothing drawing current."""
+        return (
+            not (result.flags & _UNUSABLE)
+            and math.isfinite(result.current_mean_counts)
+            and result.current_ac_rms_counts <= self.max_ac_rms_counts
+            and abs(result.vi_correlation) <= self.max_correlation
+        )
+
+    def observe(self, result: PowerResult) -> bool:
+        """Take one frame's figures; True if it counted as a no-load frame."""
+        if not self.is_no_load(result):
+            return False
+        self._recent.append(result.current_mean_counts)
+        self._seen += 1
+        self._stale = True
+        return True
+
+
+def _interquartile_mean(values: list[float]) -> float:
+    """Mean of the middle half of sorted ``values`` (all of them if few)."""
+    drop = len(values) // 4
+    middle = values[drop : len(values) - drop]
+    return math.fsum(middle) / len(middle)

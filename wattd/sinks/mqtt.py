@@ -1,0 +1,878 @@
+"""The MQTT sink: readings to a broker, with Home Assistant discovery, zero loss.
+
+Strategy. ``write()`` only appends each reading's state JSON to the durable
+spool (stream ``mqtt``) and wakes the publisher; ``run()`` owns the broker
+connection. Each connection is a fresh :class:`aiomqtt.Client` (reconnecting
+is done out here, in a loop with capped, jittered backoff) and lives in one
+``TaskGroup`` of three tasks:
+
+* *listen* iterates incoming messages. aiomqtt ends that iteration with an
+  :class:`aiomqtt.MqttError` when the connection drops, so this task is also
+  the disconnect detector that tears the group down.
+* *pump* peeks a batch from the spool, publishes every message of the batch
+  back to back (one connection keeps them in order), awaits each PUBACK, and
+  acks only the leading run of fully confirmed readings. Anything after a
+  failure is published again after the reconnect: a duplicate, as QoS 1
+  allows, never a gap. The JSON keeps the reading's own ``time``.
+* *announce* publishes Home Assistant discovery (on connect, on Home
+  Assistant's birth message, after a reconfigure) and the node's stats.
+
+QoS 0 readings skip the spool and go through a small in-memory queue: at most
+once, by definition. The node's status topic carries a retained ``online``,
+and a retained ``offline`` last will for crashes; a clean shutdown publishes
+``offline`` itself, since a clean disconnect does not fire the will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import random
+import ssl
+import time
+import uuid
+from typing import TYPE_CHECKING, Final
+
+import aiomqtt
+
+from wattd import __version__
+from wattd.errors import (
+    SinkAuthError,
+    SinkError,
+    SinkTlsError,
+    SinkUnavailable,
+    SpoolError,
+)
+from wattd.hass import (
+    PAYLOAD_OFFLINE,
+    PAYLOAD_ONLINE,
+    Topics,
+    discovery_messages,
+    field_payloads,
+    sensor_slugs,
+    slug,
+    stale_discovery_topics,
+    state_document,
+)
+from wattd.sinks.base import Sink
+from wattd.spool import AsyncSpool, SpoolItem
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterable, Sequence
+
+    from wattd.config import Config, MqttConfig, TlsConfig
+    from wattd.readings import FrameRecord, Reading
+
+__all__ = [
+    "STREAM",
+    "MqttSink",
+    "TlsContext",
+    "build_tls_context",
+    "describe_error",
+    "make_client",
+]
+
+log = logging.getLogger(__name__)
+
+STREAM: Final = "mqtt"
+"""The sink's stream in the shared spool."""
+BATCH_ITEMS: Final = 500
+"""Readings peeked from the spool per round; one ack (one fsync) per round."""
+MAX_INFLIGHT: Final = 200
+"""QoS>0 messages on the wire awaiting PUBACK; more wait in paho's queue, in order."""
+PUBLISH_TIMEOUT_S: Final = 30.0
+"""A PUBACK slower than this means the connection is dead in all but name."""
+CONNECT_TIMEOUT_S: Final = 10.0
+OFFLINE_TIMEOUT_S: Final = 2.0
+"""Shutdown waits this long for the broker to confirm the ``offline`` status."""
+SYNC_TIMEOUT_S: Final = 5.0
+"""Wait for the retained discovery configs at startup (normally milliseconds)."""
+STATS_INTERVAL_S: Final = 30.0
+FLUSH_WAIT_S: Final = 5.0
+"""Shutdown publishes the backlog this long at most; the rest stays spooled."""
+QOS0_QUEUE: Final = 10_000
+"""QoS 0 readings held while the broker is away; the oldest go first."""
+REPEAT_LOG_S: Final = 300.0
+"""An unchanged connection error is logged again at most this often."""
+
+# CONNACK codes meaning "your credentials are wrong / you may not connect":
+# MQTT 3.1.1 return codes 4 and 5, and their MQTT 5 reason codes 134 and 135.
+_BAD_CREDENTIALS: Final = frozenset({4, 134})
+_NOT_AUTHORISED: Final = frozenset({5, 135})
+
+
+class _SessionEnd(Exception):
+    """Raised inside a session's task group to end it on purpose."""
+
+
+class MqttSink(Sink):
+    """Publishes readings to MQTT and announces meters to Home Assistant."""
+
+    name = "mqtt"
+    wants_frames = True
+    batch_size = 1000
+
+    def __init__(self, config: Config, *, spool: AsyncSpool | None = None) -> None:
+        self._config = config
+        self._mqtt = config.mqtt
+        self._slugs = sensor_slugs(config.sensors)
+        self._spool = spool
+        self._own_spool = spool is None
+        self._qos0: collections.deque[bytes] = collections.deque(maxlen=QOS0_QUEUE)
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._announce_wanted = asyncio.Event()
+        self._restart = asyncio.Event()
+        self._run_done = asyncio.Event()
+        self._run_done.set()
+        self._stopping = False
+        self._connected = False
+        self._tls_cache: tuple[TlsConfig, TlsContext] | None = None
+        self._announced: set[str] = set()
+        self._retained_configs: set[str] = set()
+        self._barrier: tuple[str, bytes, asyncio.Event] | None = None
+        self._frame_errors: collections.Counter[int] = collections.Counter()
+        self._frame_errors_total = 0
+        self._last_logged: tuple[str, float] | None = None
+        self.last_error: SinkError | None = None
+        """The most recent connection problem (None once connected again)."""
+        self.counters: collections.Counter[str] = collections.Counter()
+        """Lifetime figures: ``published``, ``duplicates``, ``connects``, ..."""
+
+    # -- Sink interface ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the shared spool (the broker connection is made by :meth:`run`)."""
+        if self._spool is None:
+            self._spool = AsyncSpool.for_config(self._config)
+            self._own_spool = True
+        for problem in self._spool.problems:
+            log.error("mqtt: %s", problem)
+
+    async def write(self, readings: Sequence[Reading]) -> None:
+        """Queue readings for publishing: spooled for QoS 1/2, in memory for QoS 0.
+
+        Raises:
+            SinkUnavailable: the spool could not take them (disk full or failing).
+        """
+        docs = [
+            (
+                r.time_ns,
+                _json_bytes(
+                    state_document(r, frame_errors=self._frame_errors.get(r.sensor, 0))
+                ),
+            )
+            for r in readings
+        ]
+        if not docs:
+            return
+        self._drained.clear()
+        if self._mqtt.qos == 0:
+            overflow = max(0, len(self._qos0) + len(docs) - QOS0_QUEUE)
+            self.counters["qos0_dropped"] += overflow
+            self._qos0.extend(p for _, p in docs)
+        else:
+            try:
+                await self._require_spool().append(STREAM, docs)
+            except SpoolError as exc:
+                raise SinkUnavailable(
+                    f"cannot spool {len(docs)} readings: {exc}", sink=self.name
+                ) from exc
+        self._wake.set()
+
+    async def write_frames(self, frames: Sequence[FrameRecord]) -> None:
+        """Count rejected frames, per meter where the address is known."""
+        for frame in frames:
+            if frame.kind in {"io", "other"}:
+                continue
+            self._frame_errors_total += 1
+            if frame.sensor is not None:
+                self._frame_errors[frame.sensor] += 1
+
+    async def run(self) -> None:
+        """Keep a broker connection and publish until cancelled or stopped."""
+        self._run_done.clear()
+        failures = 0
+        try:
+            while not self._stopping:
+                self._restart.clear()
+                mqtt = self._mqtt
+                tls: TlsContext | None = None
+                try:
+                    tls = await self._tls_context(mqtt.tls)
+                    client = make_client(mqtt, tls_context=tls)
+                    self.counters["connect_attempts"] += 1
+                    async with client:
+                        if tls is not None:
+                            tls.connected()
+                        failures = 0
+                        await self._session(client, mqtt)
+                except (aiomqtt.MqttError, SinkError) as exc:
+                    if tls is not None:
+                        tls.close_failed()
+                    error = (
+                        exc if isinstance(exc, SinkError) else describe_error(exc, mqtt)
+                    )
+                    delay = self._backoff(error, failures, mqtt)
+                    failures += 1
+                    self._report(error, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._restart.wait(), delay)
+        finally:
+            self._connected = False
+            self._run_done.set()
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a new config: reconnect if the connection changed, re-announce."""
+        old = self._mqtt
+        self._config = config
+        self._mqtt = config.mqtt
+        self._slugs = sensor_slugs(config.sensors)
+        if _connection_key(old) != _connection_key(config.mqtt):
+            log.info("mqtt: connection settings changed; reconnecting")
+            self._restart.set()
+        else:
+            self._announce_wanted.set()
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Give the publisher a moment to drain the backlog while connected."""
+        if not self._connected:
+            return
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), FLUSH_WAIT_S)
+
+    async def stop(self) -> None:
+        """End the connection (publishing ``offline``) and release the spool."""
+        self._stopping = True
+        self._restart.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._run_done.wait(), OFFLINE_TIMEOUT_S + 1)
+        if self._spool is not None and self._own_spool:
+            await self._spool.close()
+            self._spool = None
+
+    def stats(self) -> dict[str, float]:
+        """Connection state, backlog and lifetime counters."""
+        backlog = 0 if self._spool is None else self._spool.stats_now(STREAM).depth
+        out = {k: float(v) for k, v in self.counters.items()}
+        out.update(
+            connected=float(self._connected),
+            backlog=float(backlog + len(self._qos0)),
+            frame_errors=float(self._frame_errors_total),
+            auth_failed=float(isinstance(self.last_error, SinkAuthError)),
+        )
+        return out
+
+    @property
+    def connected(self) -> bool:
+        """True while a broker session is up."""
+        return self._connected
+
+    # -- one connection -----------------------------------------------------------
+
+    async def _session(self, client: aiomqtt.Client, mqtt: MqttConfig) -> None:
+        topics = Topics.from_config(mqtt)
+        client.pending_calls_threshold = BATCH_ITEMS * 20
+        await client.publish(topics.status, PAYLOAD_ONLINE, qos=1, retain=True)
+        if mqtt.discovery.enabled:
+            await client.subscribe(topics.ha_status, qos=1)
+        self._connected = True
+        self.last_error = None
+        self._last_logged = None
+        self.counters["connects"] += 1
+        backlog = 0 if self._spool is None else self._spool.stats_now(STREAM).depth
+        log.info(
+            "mqtt: connected to %s:%d%s as %s; %d readings waiting",
+            mqtt.host,
+            mqtt.port,
+            " (TLS)" if mqtt.tls else "",
+            client.identifier,
+            backlog,
+        )
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(
+                    self._listen(client, topics), name="wattd[sink:mqtt].listen"
+                )
+                tg.create_task(self._pump(client), name="wattd[sink:mqtt].pump")
+                tg.create_task(
+                    self._announce_loop(client, topics),
+                    name="wattd[sink:mqtt].announce",
+                )
+                tg.create_task(self._end_on_request(), name="wattd[sink:mqtt].control")
+        except BaseExceptionGroup as group:
+            _reraise_first(group)
+        finally:
+            self._connected = False
+            self.counters["disconnects"] += 1
+            await self._say_offline(client, topics)
+
+    async def _end_on_request(self) -> None:
+        await self._restart.wait()
+        raise _SessionEnd
+
+    async def _say_offline(self, client: aiomqtt.Client, topics: Topics) -> None:
+        # Only when leaving on purpose: after a lost connection the broker has
+        # already published the will, and the socket is gone anyway.
+        try:
+            await client.publish(
+                topics.status,
+                PAYLOAD_OFFLINE,
+                qos=1,
+                retain=True,
+                timeout=OFFLINE_TIMEOUT_S,
+            )
+        except aiomqtt.MqttError:
+            log.debug("mqtt: could not publish offline status (connection gone)")
+
+    async def _listen(self, client: aiomqtt.Client, topics: Topics) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            barrier = self._barrier
+            if barrier is not None and topic == barrier[0] and payload == barrier[1]:
+                barrier[2].set()
+            elif topic == topics.ha_status:
+                # A retained birth is history, not news: we announce on connect.
+                if payload.strip() == PAYLOAD_ONLINE.encode() and not message.retain:
+                    log.info("mqtt: Home Assistant came online; re-announcing meters")
+                    self.counters["ha_births"] += 1
+                    self._announce_wanted.set()
+            elif message.retain and payload and topics.is_own_discovery(topic):
+                self._retained_configs.add(topic)
+
+    # -- publishing readings ------------------------------------------------------
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        spool = self._require_spool()
+        while True:
+            # Clear before looking, so a write that lands meanwhile re-wakes us.
+            self._wake.clear()
+            if self._qos0:
+                await self._publish_qos0(client)
+                continue
+            try:
+                items = await spool.peek(STREAM, BATCH_ITEMS)
+            except SpoolError as exc:
+                log.error("mqtt: cannot read the spool: %s", exc)
+                items = []
+                await asyncio.sleep(1.0)
+            if not items:
+                self._drained.set()
+                await self._wake.wait()
+                continue
+            self._drained.clear()
+            await self._publish_items(client, items)
+
+    async def _publish_items(
+        self, client: aiomqtt.Client, items: Sequence[SpoolItem]
+    ) -> None:
+        """Publish a batch with a window of unconfirmed messages; ack the confirmed.
+
+        The window keeps up to :data:`MAX_INFLIGHT` publishes outstanding, so the
+        link stays busy without a round trip per reading.
+        """
+        mqtt = self._mqtt
+        qos = mqtt.qos or 1  # spooled items were written for QoS >= 1
+        plans = [self._messages_for(item.payload) for item in items]
+        remaining = [len(plan) for plan in plans]
+        inflight: collections.deque[tuple[int, asyncio.Task[None]]] = (
+            collections.deque()
+        )
+
+        async def settle_oldest() -> None:
+            index, task = inflight[0]
+            await task
+            inflight.popleft()
+            remaining[index] -= 1
+
+        try:
+            for index, plan in enumerate(plans):
+                for topic, payload in plan:
+                    if len(inflight) >= MAX_INFLIGHT:
+                        await settle_oldest()
+                    task = asyncio.create_task(
+                        client.publish(
+                            topic,
+                            payload,
+                            qos=qos,
+                            retain=mqtt.retain,
+                            timeout=PUBLISH_TIMEOUT_S,
+                        )
+                    )
+                    inflight.append((index, task))
+            while inflight:
+                await settle_oldest()
+        finally:
+            await self._settle(items, plans, remaining, inflight)
+
+    async def _settle(
+        self,
+        items: Sequence[SpoolItem],
+        plans: Sequence[Sequence[tuple[str, bytes]]],
+        remaining: list[int],
+        inflight: collections.deque[tuple[int, asyncio.Task[None]]],
+    ) -> None:
+        """Ack the leading run of fully confirmed readings; count duplicates."""
+        for _, task in inflight:
+            task.cancel()
+        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
+        for index, task in inflight:
+            if _succeeded(task):
+                remaining[index] -= 1
+        done = 0
+        while done < len(items) and remaining[done] == 0:
+            done += 1
+        # Readings confirmed after an unconfirmed one stay queued to keep the
+        # order; they will reach subscribers twice, which QoS 1 permits.
+        self.counters["duplicates"] += sum(
+            1 for i in range(done, len(items)) if plans[i] and remaining[i] == 0
+        )
+        if not done:
+            return
+        self.counters["published"] += done
+        try:
+            await self._require_spool().ack(STREAM, [item.id for item in items[:done]])
+        except SpoolError as exc:
+            log.error("mqtt: could not mark readings as sent: %s", exc)
+
+    async def _publish_qos0(self, client: aiomqtt.Client) -> None:
+        mqtt = self._mqtt
+        while self._qos0:
+            payload = self._qos0[0]
+            for topic, body in self._messages_for(payload):
+                await client.publish(topic, body, qos=0, retain=mqtt.retain)
+            self._qos0.popleft()
+            self.counters["published"] += 1
+
+    def _messages_for(self, payload: bytes) -> list[tuple[str, bytes]]:
+        """State topic (and per-field topics) for one spooled state JSON."""
+        topics = Topics.from_config(self._mqtt)
+        try:
+            doc = json.loads(payload)
+            sensor = int(doc["sensor"])
+            name = str(doc.get("name") or f"sensor-{sensor}")
+        except (ValueError, KeyError, TypeError):
+            # Only a damaged spool row can get here; it cannot be routed, and
+            # keeping it would block every reading behind it.
+            self.counters["unreadable"] += 1
+            log.error("mqtt: dropped a spooled item that is not a state document")
+            return []
+        sensor_slug = self._slugs.get(sensor) or slug(name)
+        out = [(topics.state(sensor_slug), payload)]
+        if self._mqtt.per_field_topics:
+            out.extend(
+                (topics.field(sensor_slug, key), text.encode())
+                for key, text in field_payloads(doc)
+            )
+        return out
+
+    # -- discovery and stats ------------------------------------------------------
+
+    async def _announce_loop(self, client: aiomqtt.Client, topics: Topics) -> None:
+        first = True
+        while True:
+            self._announce_wanted.clear()
+            if self._mqtt.discovery.enabled:
+                await self._announce(client, topics, sync=first)
+            first = False
+            await self._publish_stats(client, topics)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._announce_wanted.wait(), STATS_INTERVAL_S)
+
+    async def _announce(
+        self, client: aiomqtt.Client, topics: Topics, *, sync: bool
+    ) -> None:
+        """Publish every config; clear those of meters no longer configured.
+
+        On the first announce of a connection the broker's retained configs
+        under this node are the record of what was announced before (perhaps
+        by an earlier run with other sensors), so they are read first.
+        """
+        wanted = discovery_messages(
+            self._mqtt, self._config.sensors, version=__version__
+        )
+        announced = set(self._announced)
+        if sync:
+            announced |= await self._retained_discovery(client, topics)
+        for topic in stale_discovery_topics(announced, wanted):
+            await client.publish(topic, b"", qos=1, retain=True)
+            self.counters["discovery_cleared"] += 1
+            log.info("mqtt: removed discovery config %s", topic)
+        for topic, payload in wanted.items():
+            await client.publish(topic, payload, qos=1, retain=True)
+        self._announced = set(wanted)
+        self.counters["discovery_announcements"] += 1
+
+    async def _retained_discovery(
+        self, client: aiomqtt.Client, topics: Topics
+    ) -> set[str]:
+        """Config topics of this node the broker holds as retained messages.
+
+        MQTT has no "end of retained messages" marker, so after subscribing a
+        token is published to a private topic: one connection's messages arrive
+        in order, so once the token is back every retained config has arrived.
+        """
+        self._retained_configs = set()
+        barrier_topic = f"{topics.base}/{topics.node_id}/sync"
+        token = uuid.uuid4().hex.encode()
+        arrived = asyncio.Event()
+        self._barrier = (barrier_topic, token, arrived)
+        try:
+            granted = await client.subscribe(
+                [(topics.discovery_filter, 1), (barrier_topic, 1)]
+            )
+            if any(_code(g) >= 0x80 for g in granted):
+                log.warning(
+                    "mqtt: the broker refused a subscription to %s; meters removed"
+                    " from the config while wattd was stopped cannot be cleared",
+                    topics.discovery_filter,
+                )
+                return set()
+            await client.publish(barrier_topic, token, qos=1)
+            try:
+                await asyncio.wait_for(arrived.wait(), SYNC_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("mqtt: retained discovery configs did not arrive in time")
+            await client.unsubscribe([topics.discovery_filter, barrier_topic])
+            return set(self._retained_configs)
+        finally:
+            self._barrier = None
+
+    async def _publish_stats(self, client: aiomqtt.Client, topics: Topics) -> None:
+        stats = self.stats()
+        doc = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": __version__,
+            "frame_errors": self._frame_errors_total,
+            "backlog": int(stats["backlog"]),
+            "published": int(stats.get("published", 0)),
+            "duplicates": int(stats.get("duplicates", 0)),
+        }
+        await client.publish(topics.stats, _json_bytes(doc), qos=0, retain=True)
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _require_spool(self) -> AsyncSpool:
+        if self._spool is None:
+            msg = "the MQTT sink was not started (no spool)"
+            raise SinkUnavailable(msg, sink=self.name)
+        return self._spool
+
+    async def _tls_context(self, tls: TlsConfig | None) -> TlsContext | None:
+        if tls is None:
+            return None
+        if self._tls_cache is not None and self._tls_cache[0] == tls:
+            return self._tls_cache[1]
+        context = await asyncio.to_thread(build_tls_context, tls)
+        self._tls_cache = (tls, context)
+        return context
+
+    def _backoff(self, error: SinkError, failures: int, mqtt: MqttConfig) -> float:
+        if isinstance(error, SinkAuthError | SinkTlsError):
+            # Same credentials, same answer: no point hammering the broker.
+            return mqtt.reconnect_max_s * random.uniform(0.8, 1.0)
+        ceiling = min(mqtt.reconnect_max_s, mqtt.reconnect_min_s * 2.0**failures)
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def _report(self, error: SinkError, delay_s: float) -> None:
+        self.last_error = error
+        self.counters["connect_failures"] += 1
+        if isinstance(error, SinkAuthError):
+            self.counters["auth_failures"] += 1
+        text = str(error)
+        now = time.monotonic()
+        last = self._last_logged
+        if last is not None and last[0] == text and now - last[1] < REPEAT_LOG_S:
+            log.debug("%s; retrying in %.1f s", text, delay_s)
+            return
+        self._last_logged = (text, now)
+        level = (
+            logging.ERROR
+            if isinstance(error, SinkAuthError | SinkTlsError)
+            else logging.WARNING
+        )
+        log.log(
+            level,
+            "%s; retrying in %.1f s, readings are kept in the spool",
+            text,
+            delay_s,
+        )
+
+
+# -- connection helpers (shared with ``wattd mqtt-test``) --------------------------
+
+
+def make_client(
+    mqtt: MqttConfig,
+    *,
+    tls_context: ssl.SSLContext | None,
+    client_id: str | None = None,
+    will: bool = True,
+) -> aiomqtt.Client:
+    """A new, unconnected client for ``mqtt`` (with the status last will)."""
+    _paho_problems.last = None
+    topics = Topics.from_config(mqtt)
+    return aiomqtt.Client(
+        mqtt.host,
+        mqtt.port,
+        username=mqtt.username,
+        password=mqtt.password.get_secret_value() if mqtt.password else None,
+        identifier=client_id or mqtt.client_id or f"wattd-{mqtt.node_id}",
+        will=(
+            aiomqtt.Will(topics.status, PAYLOAD_OFFLINE, qos=1, retain=True)
+            if will
+            else None
+        ),
+        clean_session=True,
+        keepalive=mqtt.keepalive_s,
+        timeout=CONNECT_TIMEOUT_S,
+        tls_context=tls_context,
+        max_inflight_messages=MAX_INFLIGHT,
+        logger=_client_log,
+    )
+
+
+class TlsContext(ssl.SSLContext):
+    """An SSL context that can close the sockets of failed handshakes.
+
+    When the TLS handshake fails, paho drops the half-made socket without
+    closing it; the file descriptor then lingers until garbage collection.
+    This context remembers what it wrapped so the caller can close it.
+    """
+
+    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+        super().__init__()
+        self._wrapped: list[ssl.SSLSocket] = []
+
+    def wrap_socket(
+        self,
+        sock: socket.socket,
+        server_side: bool = False,
+        do_handshake_on_connect: bool = True,
+        suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """Wrap like :class:`ssl.SSLContext` does, and remember the socket."""
+        wrapped = super().wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=do_handshake_on_connect,
+            suppress_ragged_eofs=suppress_ragged_eofs,
+            server_hostname=server_hostname,
+            session=session,
+        )
+        self._wrapped.append(wrapped)
+        return wrapped
+
+    def connected(self) -> None:
+        """The connection succeeded: its socket belongs to the client now."""
+        self._wrapped.clear()
+
+    def close_failed(self) -> None:
+        """The connection failed: close whatever it left behind."""
+        for sock in self._wrapped:
+            sock.close()
+        self._wrapped.clear()
+
+
+def build_tls_context(tls: TlsConfig) -> TlsContext:
+    """An SSL context from the TLS settings (reads the files: call off-loop).
+
+    Raises:
+        SinkTlsError: a file is missing or not a usable certificate/key.
+    """
+    context = TlsContext()  # verifies the certificate and the host name
+    try:
+        if tls.ca_file is None:
+            context.load_default_certs()
+        else:
+            context.load_verify_locations(cafile=str(tls.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise SinkTlsError(
+            f"cannot load the CA file {tls.ca_file}: {_os_text(exc)}; set"
+            " mqtt.tls.ca_file to the PEM certificate of the CA that signed the"
+            " broker's certificate",
+            sink="mqtt",
+        ) from None
+    if tls.cert_file is not None:
+        try:
+            context.load_cert_chain(
+                str(tls.cert_file), str(tls.key_file) if tls.key_file else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise SinkTlsError(
+                f"cannot load the client certificate {tls.cert_file}"
+                f"{f' / key {tls.key_file}' if tls.key_file else ''}:"
+                f" {_os_text(exc)}; both must be PEM files and the key must match"
+                " the certificate (and not be password protected)",
+                sink="mqtt",
+            ) from None
+    if tls.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def describe_error(
+    exc: BaseException, mqtt: MqttConfig, *, timeout_s: float = CONNECT_TIMEOUT_S
+) -> SinkError:
+    """Turn an aiomqtt/paho failure into a SinkError that says what to check.
+
+    paho reports socket and TLS failures after the TCP connect only in its log
+    (aiomqtt then merely times out), so the last such line is folded in.
+    """
+    where = f"broker {mqtt.host}:{mqtt.port}"
+    code = getattr(exc, "rc", None)
+    if isinstance(exc, aiomqtt.MqttCodeError) and code is not None:
+        value = _code(code)
+        if value in _BAD_CREDENTIALS | _NOT_AUTHORISED:
+            why = (
+                "bad user name or password"
+                if value in _BAD_CREDENTIALS
+                else ("not authorised")
+            )
+            if mqtt.username:
+                hint = (
+                    "check mqtt.username and mqtt.password / password_file against"
+                    " the broker's users (password_file, ACL)"
+                )
+                who = f"user {mqtt.username!r}"
+            else:
+                hint = (
+                    "the broker wants a login: set mqtt.username and"
+                    " mqtt.password / password_file"
+                )
+                who = "an anonymous client"
+            return SinkAuthError(
+                f"{where} refused the login of {who} ({why}); {hint}", sink="mqtt"
+            )
+        if isinstance(exc, aiomqtt.exceptions.MqttConnectError):
+            return SinkUnavailable(
+                f"{where} refused the connection ({exc}); check the broker log",
+                sink="mqtt",
+            )
+    text = str(exc) or type(exc).__name__
+    detail = _paho_problems.last
+    if detail and detail not in text:
+        text = f"{text}: {detail.removeprefix('failed to receive on socket: ')}"
+    lower = text.lower()
+    if "ssl" in lower or "certificate" in lower or "tls" in lower:
+        return SinkTlsError(
+            f"TLS with {where} failed ({text}); check that mqtt.tls.ca_file signed"
+            " the broker's certificate, that mqtt.host matches the name in it,"
+            " that the port is the broker's TLS listener, and whether the broker"
+            " requires a client certificate (mqtt.tls.cert_file / key_file)",
+            sink="mqtt",
+        )
+    if "reset by peer" in lower or "broken pipe" in lower:
+        return SinkUnavailable(
+            f"{where} dropped the connection before answering ({text}); if that"
+            " port is a TLS listener, configure mqtt.tls",
+            sink="mqtt",
+        )
+    if "refused" in lower:
+        return SinkUnavailable(
+            f"{where} refused the connection; is the broker running and listening"
+            " on that port?",
+            sink="mqtt",
+        )
+    if "name or service not known" in lower or "nodename nor servname" in lower:
+        return SinkUnavailable(
+            f"cannot resolve the host name {mqtt.host!r}; check mqtt.host", sink="mqtt"
+        )
+    if "timed out" in lower:
+        return SinkUnavailable(
+            f"{where} did not answer within {timeout_s:g} s; check host, port and"
+            " firewall (a TLS listener also stays silent to plain MQTT)",
+            sink="mqtt",
+        )
+    return SinkUnavailable(f"connection to {where} failed: {text}", sink="mqtt")
+
+
+class _PahoProblems(logging.Filter):
+    """Remembers paho's last warning or error and keeps it out of the log.
+
+    Those lines ("failed to receive on socket: ...") are the only trace of a
+    TLS alert or a reset connection; :func:`describe_error` reports them with
+    advice instead. They still reach the log when debugging.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Record warnings and errors; pass them on only at debug level."""
+        if record.levelno < logging.WARNING:
+            return True
+        self.last = record.getMessage()
+        return log.isEnabledFor(logging.DEBUG)
+
+
+_client_log = logging.getLogger(f"{__name__}.client")
+_paho_problems = _PahoProblems()
+_client_log.addFilter(_paho_problems)
+
+
+def _connection_key(mqtt: MqttConfig) -> tuple[object, ...]:
+    """Settings that need a new connection when they change."""
+    return (
+        mqtt.host,
+        mqtt.port,
+        mqtt.username,
+        mqtt.password.get_secret_value() if mqtt.password else None,
+        mqtt.tls,
+        mqtt.client_id,
+        mqtt.node_id,
+        mqtt.base_topic,
+        mqtt.keepalive_s,
+        mqtt.discovery.enabled,
+        mqtt.discovery.prefix,
+        mqtt.discovery.status_topic,
+    )
+
+
+def _code(value: object) -> int:
+    """The integer of a paho ReasonCode, or of a plain int."""
+    inner = getattr(value, "value", value)
+    return inner if isinstance(inner, int) else -1
+
+
+def _succeeded(task: asyncio.Task[None]) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
+
+
+def _reraise_first(group: BaseExceptionGroup) -> None:
+    """Leave a session: quietly on request, else with its first real error."""
+    leaves = list(_leaves(group))
+    for exc in leaves:
+        if isinstance(exc, aiomqtt.MqttError | SinkError):
+            raise exc
+    for exc in leaves:
+        if not isinstance(exc, _SessionEnd):
+            raise group
+    # Every leaf was the end request: a clean, deliberate exit.
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterable[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
+def _os_text(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+def _json_bytes(doc: object) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()

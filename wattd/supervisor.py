@@ -1,0 +1,750 @@
+"""The daemon: serial ports in, readings out to every sink, under one TaskGroup.
+
+Data path, all in the event loop thread and none of it awaiting::
+
+    SerialSource.chunks() -> FrameDecoder.feed() -> ReadingPipeline.process()
+        -> Bus.publish() -> one bounded queue per sink
+
+Each port has a reader task (``wattd[serial:NAME].reader``); each sink has a
+writer task and optionally a background task (see :mod:`wattd.bus`); one
+housekeeping task (``wattd.main``) pings the systemd watchdog, updates
+``STATUS=``, saves the state every ``save_interval_s`` and applies reloads.
+Nothing is fire-and-forget: every task belongs to the TaskGroup, and each one
+handles its own failures, so a dead device or sink never cancels the group.
+
+Shutdown (:meth:`Supervisor.request_stop`, SIGTERM/SIGINT): stop reading, let
+every sink write what is queued and flush (bounded by ``flush_timeout_s``),
+save the state, return. Reload (:meth:`Supervisor.request_reload`, SIGHUP):
+validate the file again; if it is bad, log why and keep the old config;
+otherwise apply calibration/sensor changes in place, open added ports, close
+removed ones, restart a port only if its own settings changed, and start or
+stop sinks that were enabled or disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final, Protocol
+
+from wattd import __version__
+from wattd.bus import Bus, LogThrottle, SinkChannel
+from wattd.config import Config, PortConfig, load_config
+from wattd.errors import ConfigError, StateError, WattdError
+from wattd.frames import FrameDecoder, FrameEvent, FrameRejected, RejectReason, unescape
+from wattd.iosample import RX16_IO, IoSampleFrame, ModemStatusFrame
+from wattd.logsetup import setup_logging
+from wattd.readings import FrameRecord, Reading
+from wattd.sdnotify import SdNotifier
+from wattd.snapshot import DaemonSnapshot, PortSnapshot, SensorSnapshot
+from wattd.sources.serial import SYSTEM_CLOCK, Chunk, Clock, SerialSource
+from wattd.state import StateFile, restore_pipeline, store_energy_totals
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+    from datetime import datetime
+    from pathlib import Path
+
+    from wattd.pipeline import PipelineState
+    from wattd.readings import Flag
+    from wattd.sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLUSH_TIMEOUT_S: Final = 10.0
+# The main loop's tick: the watchdog ping and status refresh ride on it.
+TICK_S: Final = 1.0
+STATUS_EVERY_S: Final = 5.0
+# A sensor not heard from in this long no longer counts as "seen" in STATUS=.
+STALE_AFTER_S: Final = 60.0
+# Frames/s is averaged over this window (a Tweet-a-Watt sends every ~2 s).
+RATE_WINDOW_S: Final = 30
+# A port task that crashed on a bug is restarted after this pause.
+PORT_RESTART_S: Final = 1.0
+
+
+class Pipeline(Protocol):
+    """What the supervisor needs of :class:`wattd.pipeline.ReadingPipeline`."""
+
+    def process(
+        self,
+        frame: IoSampleFrame,
+        *,
+        time: datetime,
+        monotonic_s: float,
+        port: str = "",
+    ) -> Reading | None:
+        """Turn one IO frame into a reading (or None)."""
+        ...
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply new calibration and sensors, keeping energy."""
+        ...
+
+    def state(self) -> PipelineState:
+        """A snapshot of the per-sensor state."""
+        ...
+
+    def raise_energy_floor(self, sensor: int, wh_total: float) -> None:
+        """Never publish a total below ``wh_total`` for ``sensor``."""
+        ...
+
+    def drain_new_unknown(self) -> list[int]:
+        """Addresses heard for the first time without a config entry."""
+        ...
+
+
+PipelineFactory = Callable[[Config, "PipelineState | None"], Pipeline]
+SinkFactory = Callable[[Config], list["Sink"]]
+SourceFactory = Callable[[PortConfig, Clock], "ChunkSource"]
+Stage = Callable[[Reading], Reading]
+
+
+class ChunkSource(Protocol):
+    """A byte source such as :class:`~wattd.sources.serial.SerialSource`."""
+
+    name: str
+
+    def chunks(self) -> AsyncGenerator[Chunk, None]:
+        """Yield chunks forever (handling outages inside)."""
+        ...
+
+
+def _default_pipeline(config: Config, state: PipelineState | None) -> Pipeline:
+    from wattd.pipeline import ReadingPipeline
+
+    return ReadingPipeline(config, state=state)
+
+
+def _default_sinks(config: Config) -> list[Sink]:
+    from wattd.sinks.registry import build_sinks
+
+    return build_sinks(config)
+
+
+def _default_source(port: PortConfig, clock: Clock) -> ChunkSource:
+    return SerialSource(port, clock=clock)
+
+
+class RateMeter:
+    """Events per second over a sliding window of whole seconds."""
+
+    def __init__(self, window_s: int = RATE_WINDOW_S) -> None:
+        self.window_s = window_s
+        self._buckets: collections.deque[list[int]] = collections.deque()
+        self._first: float | None = None
+
+    def add(self, now_s: float, n: int = 1) -> None:
+        """Count ``n`` events at monotonic time ``now_s``."""
+        if self._first is None:
+            self._first = now_s
+        second = int(now_s)
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += n
+        else:
+            self._buckets.append([second, n])
+        self._trim(second)
+
+    def rate(self, now_s: float) -> float:
+        """Events per second; the window is shorter right after start-up."""
+        if self._first is None:
+            return 0.0
+        self._trim(int(now_s))
+        span = min(float(self.window_s), max(1.0, now_s - self._first))
+        return sum(n for _, n in self._buckets) / span
+
+    def _trim(self, second: int) -> None:
+        while self._buckets and self._buckets[0][0] <= second - self.window_s:
+            self._buckets.popleft()
+
+
+@dataclasses.dataclass(slots=True)
+class _SensorTrack:
+    sensor: int
+    port: str = ""
+    frames: int = 0
+    readings: int = 0
+    bad_checksum: int = 0
+    last_reading: Reading | None = None
+    last_seen_wall: datetime | None = None
+    last_seen_mono: float | None = None
+
+
+class _PortWorker:
+    """One port's source, decoder and counters."""
+
+    def __init__(self, port: PortConfig, source: ChunkSource) -> None:
+        self.port = port
+        self.name = port.display_name
+        self.source = source
+        self.decoder = FrameDecoder(port.api_mode)
+        self.connection = 0
+        self.rate = RateMeter()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.modem_status: collections.Counter[str] = collections.Counter()
+        self.last_frame_mono: float | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Runs the daemon until asked to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        pipeline_factory: PipelineFactory = _default_pipeline,
+        sink_factory: SinkFactory = _default_sinks,
+        source_factory: SourceFactory = _default_source,
+        stages: Sequence[Stage] = (),
+        notifier: SdNotifier | None = None,
+        store_totals: Callable[[Config], Mapping[int, float]] = store_energy_totals,
+        flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+        handle_signals: bool = False,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.ready = asyncio.Event()
+        self._clock = clock
+        self._pipeline_factory = pipeline_factory
+        self._sink_factory = sink_factory
+        self._source_factory = source_factory
+        self._stages = tuple(stages)
+        self._notifier = notifier or SdNotifier()
+        self._store_totals = store_totals
+        self._flush_timeout_s = flush_timeout_s
+        self._handle_signals = handle_signals
+        self._pipeline: Pipeline | None = None
+        self._state_file = StateFile(config.state_path)
+        self._bus = Bus()
+        self._ports: dict[str, _PortWorker] = {}
+        self._sensors: dict[int, _SensorTrack] = {}
+        self._readings_total = 0
+        self._stop = asyncio.Event()
+        self._reload_wanted = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._throttle = LogThrottle()
+        self._started_wall = clock.wall()
+        self._started_mono = clock.monotonic()
+        self._config_loaded_at = self._started_wall
+        self._last_reload_error: str | None = None
+        self._last_save_mono = self._started_mono
+        self._pipeline_errors = 0
+        self._saving: asyncio.Future[None] | None = None
+
+    # -- control ---------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Begin an orderly shutdown (safe to call from a signal handler)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Re-read the config file at the next tick."""
+        self._reload_wanted.set()
+
+    @property
+    def bus(self) -> Bus:
+        """The fan-out (tests and embedders may inspect its channels)."""
+        return self._bus
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The reading pipeline (exists once :meth:`run` has started)."""
+        if self._pipeline is None:
+            msg = "the pipeline exists only while the supervisor runs"
+            raise RuntimeError(msg)
+        return self._pipeline
+
+    async def run(self) -> None:
+        """Run until :meth:`request_stop`; returns after an orderly shutdown.
+
+        Raises:
+            WattdError: only for start-up problems that retrying cannot fix
+                (such as an unusable state directory or a bad sink section).
+        """
+        state = await asyncio.to_thread(self._state_file.load)
+        pipeline = self._pipeline_factory(self.config, state)
+        floors = await asyncio.to_thread(self._store_totals, self.config)
+        restore_pipeline(pipeline, floors)
+        self._pipeline = pipeline
+        sinks = self._sink_factory(self.config)
+        loop = asyncio.get_running_loop()
+        if self._handle_signals:
+            self._install_signals(loop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                for sink in sinks:
+                    self._add_sink(sink, tg)
+                for port in self.config.ports:
+                    self._open_port(port, tg)
+                main = tg.create_task(self._main_loop(), name="wattd.main")
+                self._log_start()
+                self.ready.set()
+                self._notifier.ready(self.snapshot().status_line(STALE_AFTER_S))
+                await self._stop.wait()
+                log.info("stopping: closing ports, flushing sinks")
+                self._notifier.stopping()
+                await self._close_ports()
+                await self._close_sinks()
+                main.cancel()
+        finally:
+            self._tg = None
+            if self._handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+        # Save last, after the sinks flushed: the store then holds at least the
+        # saved totals, so the next start's max() is consistent.
+        await self._save_state_final()
+        self._notifier.close()
+        log.info("stopped")
+
+    # -- start-up and shutdown -----------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def _log_start(self) -> None:
+        log.info(
+            "wattd %s running: %d ports, %d configured sensors, sinks: %s",
+            __version__,
+            len(self._ports),
+            len(self.config.sensors),
+            ", ".join(c.name for c in self._bus.channels) or "none",
+        )
+        if not self.config.ports:
+            log.warning("no ports configured; add one under ports: in the config")
+
+    def _add_sink(self, sink: Sink, tg: asyncio.TaskGroup) -> None:
+        channel = SinkChannel(sink)
+        self._bus.add(channel)
+        attach = getattr(sink, "attach", None)
+        if callable(attach):
+            attach(self.snapshot)
+        channel.start(tg)
+
+    async def _close_sinks(self) -> None:
+        channels = self._bus.channels
+        if not channels:
+            return
+        async with asyncio.TaskGroup() as tg:
+            for channel in channels:
+                tg.create_task(
+                    channel.close(self._flush_timeout_s),
+                    name=f"wattd[sink:{channel.name}].close",
+                )
+        for channel in channels:
+            self._bus.remove(channel.name)
+
+    async def _close_ports(self) -> None:
+        workers = list(self._ports.values())
+        for worker in workers:
+            if worker.task is not None:
+                worker.task.cancel()
+        for worker in workers:
+            if worker.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.task
+
+    # -- ports ---------------------------------------------------------------
+
+    def _open_port(self, port: PortConfig, tg: asyncio.TaskGroup) -> None:
+        worker = _PortWorker(port, self._source_factory(port, self._clock))
+        self._ports[port.device] = worker
+        worker.task = tg.create_task(
+            self._read_port(worker), name=f"wattd[serial:{worker.name}].reader"
+        )
+
+    async def _close_port(self, device: str) -> None:
+        worker = self._ports.pop(device, None)
+        if worker is None or worker.task is None:
+            return
+        worker.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker.task
+        log.info("port %s: closed", worker.name)
+
+    async def _read_port(self, worker: _PortWorker) -> None:
+        while True:
+            try:
+                async with contextlib.aclosing(worker.source.chunks()) as chunks:
+                    async for chunk in chunks:
+                        self._handle_chunk(worker, chunk)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "port %s: reader failed unexpectedly; restarting it in %.0f s",
+                    worker.name,
+                    PORT_RESTART_S,
+                )
+                await asyncio.sleep(PORT_RESTART_S)
+
+    def _handle_chunk(self, worker: _PortWorker, chunk: Chunk) -> None:
+        if chunk.connection != worker.connection:
+            if worker.connection:
+                # Bytes from before the reconnect cannot complete a frame.
+                for event in worker.decoder.close():
+                    self._handle_event(worker, event, chunk)
+            worker.connection = chunk.connection
+        for event in worker.decoder.feed(chunk.data):
+            self._handle_event(worker, event, chunk)
+
+    def _handle_event(
+        self, worker: _PortWorker, event: FrameEvent, chunk: Chunk
+    ) -> None:
+        if isinstance(event, FrameRejected):
+            self._handle_rejected(worker, event, chunk)
+            return
+        worker.rate.add(chunk.monotonic_s)
+        worker.last_frame_mono = chunk.monotonic_s
+        if isinstance(event, IoSampleFrame):
+            self._bus.publish_frame(
+                FrameRecord(
+                    time=chunk.wall_time,
+                    port=worker.name,
+                    api_mode=int(worker.decoder.api_mode),
+                    kind="io",
+                    raw=event.raw,
+                    sensor=event.sensor_id,
+                )
+            )
+            self._handle_io(worker, event, chunk)
+            return
+        if isinstance(event, ModemStatusFrame):
+            worker.modem_status[event.description] += 1
+            log.info("port %s: the radio reports %s", worker.name, event.description)
+        self._bus.publish_frame(
+            FrameRecord(
+                time=chunk.wall_time,
+                port=worker.name,
+                api_mode=int(worker.decoder.api_mode),
+                kind="other",
+                raw=event.raw,
+            )
+        )
+
+    def _handle_io(
+        self, worker: _PortWorker, frame: IoSampleFrame, chunk: Chunk
+    ) -> None:
+        sensor = frame.sensor_id
+        track = self._sensors.get(sensor)
+        if track is None:
+            track = self._sensors[sensor] = _SensorTrack(sensor=sensor)
+        track.frames += 1
+        track.port = worker.name
+        track.last_seen_wall = chunk.wall_time
+        track.last_seen_mono = chunk.monotonic_s
+        try:
+            reading = self.pipeline.process(
+                frame,
+                time=chunk.wall_time,
+                monotonic_s=chunk.monotonic_s,
+                port=worker.name,
+            )
+            if reading is None:
+                return
+            for stage in self._stages:
+                reading = stage(reading)
+        except Exception as exc:
+            self._pipeline_errors += 1
+            if self._throttle.allow(("pipeline", type(exc))) is not None:
+                log.exception(
+                    "sensor %d: frame could not be turned into a reading; skipped",
+                    sensor,
+                )
+            return
+        track.readings += 1
+        track.last_reading = reading
+        self._readings_total += 1
+        self._bus.publish(reading)
+
+    def _handle_rejected(
+        self, worker: _PortWorker, event: FrameRejected, chunk: Chunk
+    ) -> None:
+        reason = str(event.reason)
+        worker.rejected[reason] += 1
+        if event.reason is RejectReason.BAD_CHECKSUM:
+            sensor = _claimed_sensor(event.raw, int(worker.decoder.api_mode))
+            track = self._sensors.get(sensor) if sensor is not None else None
+            if track is not None:
+                track.bad_checksum += 1
+        self._bus.publish_frame(
+            FrameRecord(
+                time=chunk.wall_time,
+                port=worker.name,
+                api_mode=int(worker.decoder.api_mode),
+                kind=reason,
+                raw=event.raw,
+            )
+        )
+        suppressed = self._throttle.allow(("reject", worker.name, reason))
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning(
+            "port %s: rejected %s: %s; %d so far%s",
+            worker.name,
+            reason.replace("_", " "),
+            event.detail or f"{event.nbytes} bytes",
+            worker.rejected[reason],
+            more,
+        )
+
+    # -- main loop -----------------------------------------------------------
+
+    async def _main_loop(self) -> None:
+        last_status = -STATUS_EVERY_S
+        watchdog_s = self._notifier.watchdog_interval_s
+        tick = TICK_S if watchdog_s is None else min(TICK_S, watchdog_s / 3)
+        while True:
+            # Wake for the next save on time: the save interval is the promise
+            # of how much energy a crash can lose.
+            due = self._last_save_mono + self.config.save_interval_s
+            wait = max(0.0, min(tick, due - self._clock.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_wanted.wait(), wait)
+            try:
+                now = self._clock.monotonic()
+                self._notifier.watchdog()
+                if self._reload_wanted.is_set():
+                    self._reload_wanted.clear()
+                    await self.reload()
+                for sensor in self.pipeline.drain_new_unknown():
+                    log.warning(
+                        "sensor %d (0x%04X) is not in the config; using default"
+                        " calibration. Add it under sensors: to name and calibrate it",
+                        sensor,
+                        sensor,
+                    )
+                if now - last_status >= STATUS_EVERY_S:
+                    last_status = now
+                    self._notifier.status(self.snapshot().status_line(STALE_AFTER_S))
+                # The epsilon absorbs timer rounding so a save is never a tick late.
+                if now - self._last_save_mono >= self.config.save_interval_s - 0.01:
+                    await self._save_state()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if self._throttle.allow("main") is not None:
+                    log.exception("main loop step failed; continuing")
+
+    async def _save_state(self) -> None:
+        self._last_save_mono = self._clock.monotonic()
+        state = self.pipeline.state()
+        # Shielded: if shutdown cancels the main loop mid-save, the write still
+        # completes, and the final save waits for it instead of racing it.
+        self._saving = asyncio.ensure_future(
+            asyncio.to_thread(self._state_file.save, state)
+        )
+        try:
+            await asyncio.shield(self._saving)
+        except StateError as exc:
+            if self._throttle.allow("save") is not None:
+                log.error("%s", exc)
+
+    async def _save_state_final(self) -> None:
+        if self._pipeline is None:
+            return
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
+        try:
+            self._state_file.save(self._pipeline.state())
+        except StateError as exc:
+            log.error("%s", exc)
+        else:
+            log.info("state saved to %s", self._state_file.path)
+
+    # -- reload ----------------------------------------------------------------
+
+    async def reload(self, config: Config | None = None) -> bool:
+        """Re-read (or take) a config and apply it; False if it was rejected."""
+        self._notifier.reloading()
+        try:
+            if config is None:
+                if self.config_path is None:
+                    log.warning("reload requested, but there is no config file to read")
+                    return False
+                config = await asyncio.to_thread(load_config, self.config_path)
+            await self._apply(config)
+        except ConfigError as exc:
+            self._last_reload_error = str(exc)
+            log.error(
+                "config reload rejected, still running the previous config:\n%s", exc
+            )
+            return False
+        except WattdError as exc:
+            self._last_reload_error = str(exc)
+            log.error("config reload failed: %s", exc)
+            return False
+        finally:
+            self._notifier.ready(self.snapshot().status_line(STALE_AFTER_S))
+        self._last_reload_error = None
+        self._config_loaded_at = self._clock.wall()
+        return True
+
+    async def _apply(self, new: Config) -> None:
+        old = self.config
+        tg = self._tg
+        if tg is None:
+            msg = "reload needs a running supervisor"
+            raise RuntimeError(msg)
+        # Build first: a sink section that cannot be built rejects the reload
+        # before anything has changed.
+        candidates = self._sink_factory(new)
+        self.pipeline.reconfigure(new)
+        self.config = new
+        if new.logging != old.logging:
+            setup_logging(new.logging.level, new.logging.format)
+        for channel in self._bus.channels:
+            try:
+                channel.sink.reconfigure(new)
+            except Exception:
+                log.exception("sink %s: could not apply the new config", channel.name)
+        if new.state_path != old.state_path:
+            log.warning(
+                "state_dir changed to %s; it takes effect at the next restart",
+                new.state_dir,
+            )
+        await self._apply_ports(old, new, tg)
+        await self._apply_sinks(candidates, tg)
+        log.info(
+            "config reloaded: %d ports, %d sensors, sinks: %s",
+            len(new.ports),
+            len(new.sensors),
+            ", ".join(c.name for c in self._bus.channels) or "none",
+        )
+
+    async def _apply_ports(
+        self, old: Config, new: Config, tg: asyncio.TaskGroup
+    ) -> None:
+        before = {p.device: p for p in old.ports}
+        after = {p.device: p for p in new.ports}
+        for device, port in before.items():
+            if after.get(device) != port:
+                await self._close_port(device)
+        for device, port in after.items():
+            if before.get(device) != port:
+                self._open_port(port, tg)
+
+    async def _apply_sinks(self, candidates: list[Sink], tg: asyncio.TaskGroup) -> None:
+        # Sinks already running keep their instance (reconfigure() above); the
+        # fresh instance of those is dropped unstarted, which is why sink
+        # constructors must not do IO.
+        running = {c.name for c in self._bus.channels}
+        wanted = {s.name for s in candidates}
+        added = [s for s in candidates if s.name not in running]
+        for channel in self._bus.channels:
+            if channel.name not in wanted:
+                self._bus.remove(channel.name)
+                log.info("sink %s: disabled by the new config; flushing", channel.name)
+                await channel.close(self._flush_timeout_s)
+        for sink in added:
+            log.info("sink %s: enabled by the new config", sink.name)
+            self._add_sink(sink, tg)
+
+    # -- monitoring ------------------------------------------------------------
+
+    def snapshot(self) -> DaemonSnapshot:
+        """The current counters as one typed, frozen object."""
+        now = self._clock.monotonic()
+        sensor_cfg = self.config.sensor_map()
+        ports = tuple(self._port_snapshot(w, now) for w in self._ports.values())
+        sensors = []
+        for sensor in sorted(set(self._sensors) | set(sensor_cfg)):
+            track = self._sensors.get(sensor) or _SensorTrack(sensor=sensor)
+            cfg = sensor_cfg.get(sensor)
+            last = track.last_reading
+            flags: frozenset[Flag] = last.flags if last is not None else frozenset()
+            sensors.append(
+                SensorSnapshot(
+                    sensor=sensor,
+                    name=cfg.display_name
+                    if cfg
+                    else (last.name if last else f"sensor-{sensor}"),
+                    configured=cfg is not None,
+                    port=track.port,
+                    frames=track.frames,
+                    readings=track.readings,
+                    bad_checksum=track.bad_checksum,
+                    last_seen=track.last_seen_wall,
+                    last_seen_age_s=(
+                        None
+                        if track.last_seen_mono is None
+                        else now - track.last_seen_mono
+                    ),
+                    watts=last.watts if last else None,
+                    wh_total=last.wh_total if last else None,
+                    vrms=last.vrms if last else None,
+                    rssi_dbm=last.rssi_dbm if last else None,
+                    flags=flags,
+                    labels=cfg.metadata() if cfg else {},
+                )
+            )
+        return DaemonSnapshot(
+            version=__version__,
+            started_at=self._started_wall,
+            uptime_s=now - self._started_mono,
+            config_path=str(self.config_path) if self.config_path else None,
+            config_loaded_at=self._config_loaded_at,
+            last_reload_error=self._last_reload_error,
+            ports=ports,
+            sinks=tuple(c.snapshot() for c in self._bus.channels),
+            sensors=tuple(sensors),
+            readings_total=self._readings_total,
+            state_saved_at=self._state_file.saved_at,
+            state_save_error=self._state_file.last_error,
+        )
+
+    def _port_snapshot(self, worker: _PortWorker, now: float) -> PortSnapshot:
+        status = getattr(worker.source, "status", None)
+        stats = worker.decoder.stats
+        rejected = dict(worker.rejected)
+        outage_since = getattr(status, "outage_since_monotonic_s", None)
+        return PortSnapshot(
+            name=worker.name,
+            device=worker.port.device,
+            api_mode=worker.port.api_mode,
+            baud=worker.port.baud,
+            connected=bool(getattr(status, "connected", False)),
+            connections=int(getattr(status, "connections", 0)),
+            outages=int(getattr(status, "outages", 0)),
+            last_error=getattr(status, "last_error", None),
+            outage_s=None if outage_since is None else now - outage_since,
+            bytes_read=int(getattr(status, "bytes_read", 0)),
+            frames_per_s=worker.rate.rate(now),
+            frames_ok=stats.frames_ok,
+            io_frames=stats.io_frames,
+            rejected=rejected,
+            garbage_bytes=stats.garbage_bytes,
+            modem_status=dict(worker.modem_status),
+            last_frame_age_s=(
+                None if worker.last_frame_mono is None else now - worker.last_frame_mono
+            ),
+        )
+
+
+def _claimed_sensor(raw: bytes, api_mode: int) -> int | None:
+    """The 16-bit source address a corrupt 0x83 candidate claims, if any.
+
+    Only a hint: the address bytes may be the corrupted ones, which is why the
+    caller counts it only for sensors already heard from.
+    """
+    body = unescape(raw[1:]) if api_mode == 2 else raw[1:]
+    if len(body) < 5 or body[2] != RX16_IO:
+        return None
+    return (body[3] << 8) | body[4]
+
+
+__all__ = ["Pipeline", "RateMeter", "Supervisor"]
