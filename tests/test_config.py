@@ -113,7 +113,9 @@ def test_wrong_type_says_what_is_expected(tmp_path: Path) -> None:
 
 
 def test_bad_value_names_the_allowed_values(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "ports:\n  - device: /dev/ttyUSB0\n    api_mode: 3\n"))
+    err = error_of(
+        write(tmp_path, "ports:\n  - device: /dev/ttyUSB0\n    api_mode: 3\n")
+    )
     assert err.line == 3
     assert err.key == "ports[0].api_mode"
     assert "1 or 2" in str(err)
@@ -287,7 +289,9 @@ def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
 
 def test_several_problems_are_reported_together(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as info:
-        parse_config("ports:\n  - device: /dev/x\n    baud: 7\nsave_interval_s: -1\n", "c.yaml")
+        parse_config(
+            "ports:\n  - device: /dev/x\n    baud: 7\nsave_interval_s: -1\n", "c.yaml"
+        )
     lines = sorted(e.line or 0 for e in info.value.errors)
     assert lines == [3, 4]
 

@@ -290,6 +290,24 @@ def test_damaged_pages_fail_the_check_and_start_fresh(tmp_path: Path) -> None:
     again.close()
 
 
+def test_corruption_while_running_starts_fresh_without_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    s = Spool(path)
+    # More data than SQLite's page cache holds, so pages are read back from disk.
+    for start in range(0, 20_000, 2_000):
+        s.append("influx", items(start, 2_000, size=1000))
+    s._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as f:
+        f.seek(100 * 4096)
+        f.write(b"\xa5" * (3_000 * 4096))
+    assert s.peek("influx", 20_000) == []
+    assert "became unreadable" in str(s.problems[0])
+    s.append("influx", items(0, 1))
+    assert s.depth("influx") == 1
+    assert len(list(tmp_path.glob("spool.sqlite.corrupt-*"))) == 1
+    s.close()
+
+
 def test_a_directory_in_the_way_is_moved_aside(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite"
     path.mkdir()

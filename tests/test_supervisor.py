@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.fixtures.daemon import meter_sensors
-from tests.fixtures.pty import Pty
+from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.sinks import RecordingSink
 from wattd.config import Config
 from wattd.sdnotify import SdNotifier
@@ -23,7 +23,7 @@ from wattd.simulate import (
     run_on_pty,
 )
 from wattd.store import Store
-from wattd.supervisor import RateMeter, Supervisor
+from wattd.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -476,10 +476,77 @@ async def test_notifies_ready_status_and_watchdog(tmp_path: Path, pty: Pty) -> N
     assert "STOPPING=1" in messages[-1] or any("STOPPING=1" in m for m in messages)
 
 
-def test_rate_meter_averages_over_its_window() -> None:
-    meter = RateMeter(window_s=10)
-    assert meter.rate(100.0) == 0.0
-    for k in range(20):
-        meter.add(100.0 + k * 0.5)  # 2 per second for 10 s
-    assert meter.rate(110.0) == pytest.approx(2.0, rel=0.1)
-    assert meter.rate(130.0) == 0.0  # all outside the window now
+async def test_live_cost_stage_prices_each_reading(tmp_path: Path, pty: Pty) -> None:
+    meter = MeterModel.with_quirks(3, ResistiveLoad(watts=1000.0), seed=3)
+    sink = RecordingSink("rec")
+    config = make_config(
+        tmp_path,
+        ports=[{"device": pty.path}],
+        sensors=meter_sensors([meter]),
+        tariffs={
+            "timezone": "UTC",
+            "default": "home",
+            "plans": {"home": {"currency": "EUR", "price_per_kwh": 0.25}},
+        },
+    )
+    sup = Supervisor(config, sink_factory=recording_factory(sink))
+    async with running(sup):
+        await asyncio.sleep(0.3)
+        for data in frames_for(meter, 2):
+            pty.write(data)
+            await asyncio.sleep(0.3)
+        await wait_until(lambda: len(sink.received) == 2)
+    last = sink.received[-1]
+    assert last.currency == "EUR"
+    assert last.price_per_kwh == 0.25
+    assert last.cost_per_hour == pytest.approx(last.watts / 1000 * 0.25)
+
+
+@pytest.mark.slow
+async def test_unplug_and_replug_resumes_and_drops_the_cut_frame(
+    tmp_path: Path, socat_link: SocatLink
+) -> None:
+    meter = MeterModel.with_quirks(5, ResistiveLoad(watts=100.0), seed=5)
+    sink = RecordingSink("rec")
+    config = make_config(
+        tmp_path,
+        ports=[{"device": str(socat_link.device), "name": "usb"}],
+        sensors=meter_sensors([meter]),
+    )
+    sup = Supervisor(config, sink_factory=recording_factory(sink))
+    frames = frames_for(meter, 40)
+    async with running(sup):
+        await wait_until(lambda: sup.snapshot().ports[0].connected)
+        fd = socat_link.open_peer()
+        os.write(fd, frames[0])
+        await wait_until(lambda: len(sink.received) == 1)
+        os.write(fd, frames[1][:30])  # the adapter is pulled mid-frame
+        await asyncio.sleep(0.2)
+        os.close(fd)
+        socat_link.unplug()
+        await wait_until(lambda: not sup.snapshot().ports[0].connected)
+        await asyncio.sleep(1.5)
+        down = sup.snapshot().ports[0]
+        assert down.outages == 1
+        assert down.outage_s is not None
+        assert down.outage_s > 1.0
+        socat_link.replug()
+        replugged = asyncio.get_running_loop().time()
+        fd = socat_link.open_peer()
+        try:
+            k = 2
+            while len(sink.received) < 2:  # a meter keeps sending every ~2 s
+                os.write(fd, frames[k])
+                k += 1
+                await asyncio.sleep(0.1)
+            resumed = asyncio.get_running_loop().time()
+        finally:
+            os.close(fd)
+        port = sup.snapshot().ports[0]
+    assert resumed - replugged < 2.0
+    assert port.connections == 2
+    # The 30 bytes cut off by the unplug were dropped as one truncated frame,
+    # never glued to the bytes that came after the replug.
+    assert port.rejected.get("truncated") == 1
+    assert port.rejected.get("bad_checksum", 0) == 0
+    assert [r.sensor for r in sink.received] == [5, 5]

@@ -176,7 +176,11 @@ def test_wattd_run_talks_to_systemd(
     )
     daemon = DaemonProcess(
         config,
-        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "3000000", "JOURNAL_STREAM": "1:1"},
+        env={
+            "NOTIFY_SOCKET": path,
+            "WATCHDOG_USEC": "3000000",
+            "JOURNAL_STREAM": "1:1",
+        },
     ).start()
     feed = MeterFeed(Simulator(meters, seed=1), pty.master, speed=4).start()
     messages: list[str] = []

@@ -260,7 +260,7 @@ def test_naive_times_are_refused():
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)
 
 
 def test_wall_to_utc_gap_and_fold():
@@ -369,3 +369,28 @@ def test_config_errors_name_file_line_and_key(yaml_text: str, line: int, fragmen
     text = str(info.value)
     assert f"cost.yaml:{line}" in text
     assert fragment in text
+
+
+def test_the_documented_example_config_is_valid(monkeypatch: pytest.MonkeyPatch):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cost.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    assert len(blocks) == 2
+    monkeypatch.setenv("X_ACCESS_TOKEN", "t")
+    monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "s")
+    config = parse_config(blocks[0])
+    book = TariffBook(config)
+    names = {a: getattr(book.for_sensor(a).tariff, "name", None) for a in (1, 7)}
+    assert names == {1: "colo", 7: "home"}
+    assert book.for_sensor(1).pue == 1.35
+    # The summaries block needs its credential files; check its shape only.
+    text = (
+        blocks[1]
+        .replace("_file: /etc/wattd/", ": secret-")
+        .replace("enabled: true", "enabled: false")
+    )
+    summary = parse_config(text).summaries["weekly"]
+    assert summary.by == "rack"
+    assert summary.schedule == "0 8 * * mon"

@@ -153,7 +153,9 @@ class SinkChannel:
     # -- producer side (never awaits) -----------------------------------------
 
     def offer(self, reading: Reading) -> None:
-        """Queue a reading for this sink."""
+        """Queue a reading for this sink (unless it takes no readings)."""
+        if not self.sink.wants_readings:
+            return
         if not self.readings.put(reading):
             self._log_drops()
         self._wake.set()

@@ -381,29 +381,59 @@ class InfluxConfig(_Model):
 
 
 class WebConfig(_Model):
-    """The built-in web dashboard and /metrics endpoint."""
+    """The built-in web dashboard and /metrics endpoint.
+
+    Bound to loopback by default. Any other address needs credentials: a
+    bearer ``token`` (or ``token_file``), or ``username`` plus ``password``
+    (or ``password_file``) for HTTP basic auth; both may be set. When
+    credentials are set they are required on every bind.
+    """
 
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     token: SecretStr | None = None
     token_file: Path | None = None
-    username: str | None = None
+    username: str | None = Field(default=None, min_length=1)
     password: SecretStr | None = None
     password_file: Path | None = None
     metrics: bool = True
     stale_after_s: float = Field(default=30.0, gt=0)
+    push_interval_s: float = Field(default=1.0, ge=0.1, le=60)
+    """How often live values are pushed to open dashboards."""
 
     @model_validator(mode="after")
     def _load_secrets(self) -> Self:
-        for value_field, file_field in (("token", "token_file"), ("password", "password_file")):
-            path = getattr(self, file_field)
-            if path is not None:
-                if getattr(self, value_field) is not None:
-                    msg = f"give either {value_field} or {file_field}, not both"
-                    raise ValueError(msg)
-                object.__setattr__(self, value_field, _secret_from_file(path, file_field))
+        _load_secret_pairs(self, ("token", "password"))
+        if (self.username is None) != (self.password is None):
+            msg = "username and password go together; set both or neither"
+            raise ValueError(msg)
+        if self.enabled and not self.has_auth and not is_loopback_host(self.host):
+            msg = (
+                f"host {self.host!r} is reachable from other machines, so the"
+                " dashboard needs credentials: set token (or token_file), or"
+                " username and password (or password_file); or bind to 127.0.0.1"
+            )
+            raise ValueError(msg)
         return self
+
+    @property
+    def has_auth(self) -> bool:
+        """True if requests must carry credentials."""
+        return self.token is not None or self.username is not None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 # -- energy cost, locations and summaries -------------------------------------
@@ -534,7 +564,9 @@ class TariffConfig(_Model):
 
     @field_validator("seasons")
     @classmethod
-    def _check_seasons(cls, seasons: dict[str, SeasonConfig]) -> dict[str, SeasonConfig]:
+    def _check_seasons(
+        cls, seasons: dict[str, SeasonConfig]
+    ) -> dict[str, SeasonConfig]:
         owner: dict[tuple[int, int], str] = {}
         for name, season in seasons.items():
             for day in _season_days(season.start, season.end):

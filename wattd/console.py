@@ -33,6 +33,13 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def _kwh(wh: float | None) -> str:
+    if wh is None:
+        return "-"
+    # Six decimals while small, so a fresh demo shows energy growing at once.
+    return f"{wh / 1000:.6f}" if wh < 1000 else f"{wh / 1000:.3f}"
+
+
 def render(
     snapshot: DaemonSnapshot,
     *,
@@ -85,9 +92,8 @@ def _row(s: SensorSnapshot, true_watts: Mapping[int, float] | None) -> list[str]
     row = [str(s.sensor), s.name, _fmt(s.watts, ".1f")]
     if true_watts is not None:
         row.append(_fmt(true_watts.get(s.sensor), ".1f"))
-    kwh = None if s.wh_total is None else s.wh_total / 1000
     row += [
-        _fmt(kwh, ".4f"),
+        _kwh(s.wh_total),
         _fmt(s.vrms, ".1f"),
         _fmt(s.rssi_dbm, "d"),
         str(s.frames),

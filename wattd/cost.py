@@ -37,6 +37,7 @@ __all__ = [
     "billing_periods",
     "demand_peaks",
     "intervals_from_readings",
+    "intervals_from_totals",
     "price_interval",
 ]
 

@@ -5,10 +5,10 @@ In API mode 1 a 0x7E inside a frame is ordinary data (about 5 % of real
 Tweet-a-Watt frames carry one), so the decoder never resyncs on every 0x7E: it
 trusts a candidate's length, waits for the whole candidate and accepts it only
 if the checksum matches. A candidate that fails is rejected and the scan resumes
-one byte after its start byte, so a corrupt frame never hides the good frame that
-follows it. In API mode 2 every byte after the start byte that equals 0x7E, 0x7D,
-0x11 or 0x13 is escaped, so a raw 0x7E always starts a frame and resync is
-immediate.
+one byte after its start byte, so a corrupt frame does not hide the good frame that
+follows it (only a false candidate whose checksum matches by chance, 1 in 256,
+can). In API mode 2 every byte after the start byte that equals 0x7E, 0x7D, 0x11
+or 0x13 is escaped, so a raw 0x7E always starts a frame and resync is immediate.
 
 Radio noise is routine: problems come back as :class:`FrameRejected` events and
 are counted in :class:`DecoderStats`. Nothing here raises on remote data, does IO

@@ -9,15 +9,19 @@ so a crash leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from wattd.errors import SummaryError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["LEDGER_KEEP", "Ledger"]
 
@@ -28,32 +32,50 @@ LEDGER_KEEP: Final = timedelta(days=400)
 
 
 class Ledger:
-    """Persistent record of posts and of how far each schedule was checked."""
+    """Persistent record of posts and of how far each schedule was checked.
+
+    The daemon and ``wattd summary --send`` may share the file: every read
+    looks at the file again, and every change is a read-modify-write under an
+    exclusive lock on ``<file>.lock``.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock_path = path.with_name(f"{path.name}.lock")
         self._posts: dict[str, dict[str, Any]] = {}
         self._checked: dict[str, str] = {}
-        self._load()
+        self._refresh()
 
     def status(self, key: str, destination: str) -> str | None:
         """``posting``, ``sent``, ``failed``, ``skipped`` or None."""
+        self._refresh()
         entry = self._posts.get(f"{key}@{destination}")
         return str(entry["status"]) if entry else None
+
+    def claim(self, key: str, destination: str, *, at: datetime) -> str | None:
+        """Mark a post as in flight unless it is already sent or in flight.
+
+        Returns None when the caller may post, else the status that forbids it.
+        """
+        with self._locked():
+            entry = self._posts.get(f"{key}@{destination}")
+            if entry is not None and entry["status"] in {"sent", "posting"}:
+                return str(entry["status"])
+            self._set(key, destination, "posting", at, "")
+            self._save(now=at)
+        return None
 
     def mark(
         self, key: str, destination: str, status: str, *, at: datetime, detail: str = ""
     ) -> None:
         """Record a post's state and save at once."""
-        self._posts[f"{key}@{destination}"] = {
-            "status": status,
-            "time": at.astimezone(UTC).isoformat(),
-            "detail": detail[:300],
-        }
-        self.save(now=at)
+        with self._locked():
+            self._set(key, destination, status, at, detail)
+            self._save(now=at)
 
     def sent_since(self, destination: str, since: datetime) -> list[datetime]:
         """Times of posts to ``destination`` (sent or in flight) after ``since``."""
+        self._refresh()
         out = []
         for k, entry in self._posts.items():
             if k.endswith(f"@{destination}") and entry["status"] in {"sent", "posting"}:
@@ -64,15 +86,41 @@ class Ledger:
 
     def checked(self, summary: str) -> datetime | None:
         """Up to when the schedule of ``summary`` has been handled."""
+        self._refresh()
         text = self._checked.get(summary)
         return datetime.fromisoformat(text) if text else None
 
     def set_checked(self, summary: str, at: datetime) -> None:
         """Record that every firing up to ``at`` is handled, and save."""
-        self._checked[summary] = at.astimezone(UTC).isoformat()
-        self.save(now=at)
+        with self._locked():
+            self._checked[summary] = at.astimezone(UTC).isoformat()
+            self._save(now=at)
 
-    def save(self, *, now: datetime) -> None:
+    # -- internals ----------------------------------------------------------------
+
+    def _set(self, key: str, dest: str, status: str, at: datetime, detail: str) -> None:
+        self._posts[f"{key}@{dest}"] = {
+            "status": status,
+            "time": at.astimezone(UTC).isoformat(),
+            "detail": detail[:300],
+        }
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = self._lock_path.open("a")
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        with fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                self._refresh()
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def _save(self, *, now: datetime) -> None:
         """Write atomically (temp file, fsync, rename); prune old entries."""
         cutoff = now - LEDGER_KEEP
         self._posts = {
@@ -82,7 +130,6 @@ class Ledger:
         }
         data = {"version": 1, "posts": self._posts, "checked": self._checked}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".summaries-", dir=self.path.parent)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(data, fh, indent=1, sort_keys=True)
@@ -90,12 +137,15 @@ class Ledger:
                 os.fsync(fh.fileno())
             Path(tmp).replace(self.path)
         except OSError as exc:
-            raise SummaryError(
-                f"cannot write the summary ledger {self.path}: {exc.strerror}; the"
-                " state directory must be writable, or summaries could repeat"
-            ) from None
+            raise self._write_error(exc) from None
 
-    def _load(self) -> None:
+    def _write_error(self, exc: OSError) -> SummaryError:
+        return SummaryError(
+            f"cannot write the summary ledger {self.path}: {exc.strerror}; the"
+            " state directory must be writable, or summaries could repeat"
+        )
+
+    def _refresh(self) -> None:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             posts = data["posts"]
@@ -118,6 +168,7 @@ class Ledger:
                 exc,
                 aside,
             )
+            self._posts, self._checked = {}, {}
             return
         self._posts = posts
         self._checked = {str(k): str(v) for k, v in checked.items()}

@@ -11,20 +11,23 @@ tariff. Sensors without a tariff pass through unchanged.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from wattd.cost import EnergyInterval, price_interval
 from wattd.tariff import TariffBook
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from wattd.config import Config
     from wattd.readings import Reading
 
 __all__ = ["LiveCost"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(slots=True)
@@ -40,12 +43,43 @@ class LiveCost:
     Use ``reading = live.apply(reading)`` for every reading, in arrival order.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self, config: Config, *, now: Callable[[], datetime] | None = None
+    ) -> None:
+        self._config = config
         self._book = TariffBook(config)
         self._today: dict[int, _Today] = {}
+        self._now = now or (lambda: datetime.now(UTC))
+
+    def prepare(self) -> None:
+        """Seed today's totals from the store, so a restart keeps cost so far.
+
+        Blocking (it reads SQLite); the daemon runs it in a worker thread. A
+        missing or unreadable store only means today starts from zero.
+        """
+        config = self._config
+        if not config.tariffs.plans or not config.store.enabled:
+            return
+        path = config.store_path
+        if not path.exists():
+            return
+        # Imported here: only a daemon with tariffs and a store needs them.
+        from wattd.errors import StoreError
+        from wattd.report import intervals_from_store
+        from wattd.store import Store
+
+        now = self._now()
+        try:
+            with Store.open(path, readonly=True) as store:
+                self.seed(
+                    intervals_from_store(store, now - timedelta(days=1), now), now
+                )
+        except StoreError as exc:
+            log.warning("live cost starts from zero today: %s", exc)
 
     def reconfigure(self, config: Config) -> None:
         """Take new tariffs; today's totals so far are kept."""
+        self._config = config
         self._book = TariffBook(config)
 
     def apply(self, reading: Reading) -> Reading:

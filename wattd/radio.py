@@ -162,7 +162,13 @@ class Change:
 
     @property
     def changed(self) -> bool:
-        """True if writing is needed."""
+        """True if writing is needed.
+
+        A setting the firmware does not have (EE without encryption support)
+        counts as off, so a target of 0 needs no write.
+        """
+        if self.old is None:
+            return self.new != 0
         return self.old != self.new
 
 
@@ -590,12 +596,14 @@ def plan(radio: Radio, target: Mapping[str, int]) -> list[Change]:
 def apply(radio: Radio, changes: list[Change]) -> int:
     """Queue every changed value, then save and apply; returns how many changed."""
     todo = [c for c in changes if c.changed]
+    missing = [c.setting.command for c in todo if c.old is None]
+    if missing:
+        # Checked before anything is queued, so a refused plan leaves no trace.
+        raise RadioError(
+            f"{radio.info.port}: this firmware has no {', '.join(missing)}; the radio"
+            " cannot be set up as a Tweet-a-Watt part (is it an 802.15.4 radio?)"
+        )
     for change in todo:
-        if change.old is None:
-            raise RadioError(
-                f"{radio.info.port}: this firmware has no {change.setting.command}"
-                f" ({change.setting.label}); it cannot be set up as planned"
-            )
         radio.queue(change.setting.command, change.new)
     if todo:
         radio.write_and_apply()

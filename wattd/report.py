@@ -60,6 +60,8 @@ FRAME_PERIOD_S: Final = 2.08
 """A Tweet-a-Watt sends one frame every ~2.08 s (measured over real captures)."""
 UNASSIGNED: Final = "(unassigned)"
 TOTAL: Final = "total"
+ALL: Final = "all"
+"""The one group of ``--by all``."""
 
 GroupBy = Literal["all", "sensor", "rack", "customer", "location"]
 Period = Literal["day", "week", "month"]
@@ -169,7 +171,7 @@ class Report:
 def group_key(assignment: Assignment, by: GroupBy) -> str:
     """The group a sensor belongs to under ``by``."""
     if by == "all":
-        return TOTAL
+        return ALL
     if by == "sensor":
         return assignment.name
     value = getattr(assignment, by)
@@ -528,15 +530,6 @@ def period_range(
         first = _step_back(period, first)
         return _midnight(first, tz), _midnight(last, tz)
     return _midnight(first, tz), now.astimezone(UTC)
-
-
-def next_period_start(period: Period, first: date) -> date:
-    """The first day of the period after the one starting on ``first``."""
-    if period == "day":
-        return first + timedelta(days=1)
-    if period == "week":
-        return first + timedelta(days=7)
-    return (first.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _step_back(period: Period, first: date) -> date:

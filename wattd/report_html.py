@@ -175,7 +175,7 @@ def _daily_chart(g: GroupReport, currency: str | None) -> str:
             body.append(
                 f'<text class="tick" x="{x + slot * 0.4:.2f}"'
                 f' y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-                f'{day.day.strftime("%m-%d")}</text>'
+                f"{day.day.strftime('%m-%d')}</text>"
             )
     y_max = format_money(top, currency) if priced else f"{top:.1f} kWh"
     return _frame("daily-cost", "Daily cost" if priced else "Daily energy", body, y_max)

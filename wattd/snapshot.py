@@ -98,6 +98,8 @@ class SensorSnapshot:
     rssi_dbm: int | None
     flags: frozenset[Flag]
     labels: Mapping[str, str]
+    irms: float | None = None
+    power_factor: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

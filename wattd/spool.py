@@ -373,30 +373,42 @@ class Spool:
         sid = self._stream_id(stream)
         if not ids:
             return self._stats(sid)
-        count = 0
-        size = 0
         with self._transaction():
-            for first, last in _runs(ids):
-                n, b = self._conn.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM items"
-                    " WHERE stream = ? AND id BETWEEN ? AND ?",
-                    (sid, first, last),
-                ).fetchone()
-                if n:
-                    self._conn.execute(
-                        "DELETE FROM items WHERE stream = ? AND id BETWEEN ? AND ?",
-                        (sid, first, last),
-                    )
-                    count += n
-                    size += b + ROW_OVERHEAD_BYTES * n
-            # ``counter`` is one of two fixed column names, never user input.
-            self._conn.execute(
-                f"UPDATE streams SET depth = depth - ?, bytes = bytes - ?,"  # noqa: S608
-                f" {counter} = {counter} + ? WHERE id = ?",
-                (count, size, count, sid),
-            )
+            removed = self._delete_items(sid, ids)
+            self._count(sid, counter, removed)
         self._maybe_vacuum()
         return self._stats(sid)
+
+    def _delete_items(self, sid: int, ids: list[int]) -> int:
+        """Delete queued ids (sorted) inside a transaction; returns how many."""
+        count = 0
+        size = 0
+        for first, last in _runs(ids):
+            n, b = self._conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length(payload)), 0) FROM items"
+                " WHERE stream = ? AND id BETWEEN ? AND ?",
+                (sid, first, last),
+            ).fetchone()
+            if n:
+                self._conn.execute(
+                    "DELETE FROM items WHERE stream = ? AND id BETWEEN ? AND ?",
+                    (sid, first, last),
+                )
+                count += n
+                size += b + ROW_OVERHEAD_BYTES * n
+        self._conn.execute(
+            "UPDATE streams SET depth = depth - ?, bytes = bytes - ? WHERE id = ?",
+            (count, size, sid),
+        )
+        return count
+
+    def _count(self, sid: int, counter: str, amount: int) -> None:
+        # ``counter`` is one of the fixed column names below, never user input.
+        assert counter in {"acked", "dead_lettered"}  # noqa: S101
+        self._conn.execute(
+            f"UPDATE streams SET {counter} = {counter} + ? WHERE id = ?",  # noqa: S608
+            (amount, sid),
+        )
 
     def _dead_letter(
         self, stream: str, items: Sequence[SpoolItem], reason: str
@@ -410,6 +422,7 @@ class Spool:
             else reason[: MAX_REASON_CHARS - 1] + "…"
         )
         now_ns = time.time_ns()
+        # One transaction: a crash never leaves an item both queued and dead.
         with self._transaction():
             self._conn.executemany(
                 "INSERT INTO dead_letters"
@@ -422,7 +435,10 @@ class Spool:
                 " dead_letters WHERE stream = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                 (sid, sid, MAX_DEAD_LETTERS),
             )
-        return self._remove(stream, sorted(i.id for i in items), "dead_lettered")
+            self._delete_items(sid, sorted({i.id for i in items}))
+            self._count(sid, "dead_lettered", len(items))
+        self._maybe_vacuum()
+        return self._stats(sid)
 
     def _stats(self, sid: int) -> StreamStats:
         row = self._conn.execute(

@@ -20,7 +20,7 @@ import logging
 import random
 import string
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from wattd.errors import (
@@ -58,6 +58,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Period = Literal["day", "week", "month"]
+_T = TypeVar("_T")
 
 DEFAULT_TEMPLATE: Final = (
     "{name} used {kwh:.0f} kWh {period_label}, {money}, {peak_pct:.0f}% in peak"
@@ -249,7 +250,7 @@ def compose(
         if only and group.key not in only:
             continue
         prior = previous.total if summary.by == "all" else _find(previous, group.key)
-        label = name if group.key == TOTAL else group.key
+        label = "All meters" if group.key == TOTAL else group.key
         fields = template_fields(name, summary.period, group, prior, report, label)
         try:
             text = template.format(**fields)
@@ -318,10 +319,10 @@ class SummaryService:
         results: list[tuple[SummaryMessage, str, str]] = []
         for name, summary in self.config.summaries.items():
             tz = ZoneInfo(summary.timezone or self.config.tariffs.timezone)
-            since = self.ledger.checked(name)
+            since = await self._io(self.ledger.checked, name)
             if since is None:
                 # First start: begin from now rather than post old periods.
-                self.ledger.set_checked(name, now)
+                await self._io(self.ledger.set_checked, name, now)
                 continue
             since = max(since, now - _MAX_CATCH_UP)
             fired = schedule_of(summary).last_at_or_before(now, since, tz)
@@ -336,7 +337,7 @@ class SummaryService:
                     log.warning("summary %r for %s: %s; retrying", name, fired, exc)
                     continue
                 log.error("summary %r for %s given up: %s", name, fired, exc)
-            self.ledger.set_checked(name, fired)
+            await self._io(self.ledger.set_checked, name, fired)
         return results
 
     async def handle(
@@ -352,9 +353,7 @@ class SummaryService:
         enabled = summary.destinations.enabled
         if not enabled or not send:
             for m in messages:
-                log.info(
-                    "summary %s (dry run, no destination enabled): %s", m.key, m.text
-                )
+                log.info("summary %s (dry run): %s", m.key, m.text)
             return [(m, "dry-run", "dry-run") for m in messages]
         pubs = self._make_publishers(name)
         results = []
@@ -394,7 +393,7 @@ class SummaryService:
         self, summary: SummaryConfig, message: SummaryMessage, dest: str, pub: Publisher
     ) -> str:
         key = message.key
-        state = self.ledger.status(key, dest)
+        state = await self._io(self.ledger.status, key, dest)
         if state == "sent":
             log.debug("summary %s already posted to %s", key, dest)
             return "already-sent"
@@ -407,7 +406,7 @@ class SummaryService:
             )
             return "uncertain"
         now = self._clock()
-        recent = self.ledger.sent_since(dest, now - timedelta(days=1))
+        recent = await self._io(self.ledger.sent_since, dest, now - timedelta(days=1))
         if len(recent) >= summary.max_posts_per_day:
             log.warning(
                 "summary %s not posted to %s: %d posts in the last 24 h reach"
@@ -416,19 +415,32 @@ class SummaryService:
                 dest,
                 len(recent),
             )
-            self.ledger.mark(key, dest, "skipped", at=now, detail="rate limit")
+            await self._io(
+                self.ledger.mark, key, dest, "skipped", at=now, detail="rate limit"
+            )
             return "rate-limited"
         if recent:
             wait = summary.min_interval_s - (now - recent[-1]).total_seconds()
             if wait > 0:
                 await self._sleep(wait)
-        self.ledger.mark(key, dest, "posting", at=self._clock())
+        claimed = await self._io(self.ledger.claim, key, dest, at=self._clock())
+        if claimed is not None:
+            # Another process (``wattd summary --send``) got there first.
+            log.info("summary %s to %s is %s elsewhere; skipped", key, dest, claimed)
+            return "already-sent" if claimed == "sent" else "uncertain"
         for attempt in range(1, summary.max_attempts + 1):
             try:
                 remote = await pub.post(message)
             except PublishRejected as exc:
                 log.error("summary %s refused by %s: %s", key, dest, exc)
-                self.ledger.mark(key, dest, "failed", at=self._clock(), detail=str(exc))
+                await self._io(
+                    self.ledger.mark,
+                    key,
+                    dest,
+                    "failed",
+                    at=self._clock(),
+                    detail=str(exc),
+                )
                 return "failed"
             except (PublishError, WattdError) as exc:
                 if attempt == summary.max_attempts:
@@ -439,8 +451,13 @@ class SummaryService:
                         attempt,
                         exc,
                     )
-                    self.ledger.mark(
-                        key, dest, "failed", at=self._clock(), detail=str(exc)
+                    await self._io(
+                        self.ledger.mark,
+                        key,
+                        dest,
+                        "failed",
+                        at=self._clock(),
+                        detail=str(exc),
                     )
                     return "failed"
                 delay = min(summary.retry_base_s * 2 ** (attempt - 1), 3600.0)
@@ -462,11 +479,20 @@ class SummaryService:
                     dest,
                     f" ({remote})" if remote else "",
                 )
-                self.ledger.mark(
-                    key, dest, "sent", at=self._clock(), detail=remote or ""
+                await self._io(
+                    self.ledger.mark,
+                    key,
+                    dest,
+                    "sent",
+                    at=self._clock(),
+                    detail=remote or "",
                 )
                 return "sent"
         return "failed"  # pragma: no cover - the loop always returns
+
+    async def _io(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        # The ledger fsyncs; keep that off the loop the serial reader runs on.
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
     def _seconds_to_next(self) -> float:
         now = self._clock()

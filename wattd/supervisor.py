@@ -24,7 +24,6 @@ stop sinks that were enabled or disabled.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -36,20 +35,19 @@ from wattd import __version__
 from wattd.bus import Bus, LogThrottle, SinkChannel
 from wattd.config import Config, PortConfig, load_config
 from wattd.errors import ConfigError, StateError, WattdError
-from wattd.frames import FrameDecoder, FrameEvent, FrameRejected, RejectReason, unescape
-from wattd.iosample import RX16_IO, IoSampleFrame, ModemStatusFrame
 from wattd.logsetup import setup_logging
-from wattd.readings import FrameRecord, Reading
+from wattd.ports import ChunkSource, PortReader
+from wattd.readings import Reading
 from wattd.sdnotify import SdNotifier
-from wattd.snapshot import DaemonSnapshot, PortSnapshot, SensorSnapshot
+from wattd.snapshot import DaemonSnapshot, SensorSnapshot
 from wattd.sources.serial import SYSTEM_CLOCK, Chunk, Clock, SerialSource
 from wattd.state import StateFile, restore_pipeline, store_energy_totals
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator
     from datetime import datetime
     from pathlib import Path
 
+    from wattd.iosample import IoSampleFrame
     from wattd.pipeline import PipelineState
     from wattd.readings import Flag
     from wattd.sinks.base import Sink
@@ -62,8 +60,6 @@ TICK_S: Final = 1.0
 STATUS_EVERY_S: Final = 5.0
 # A sensor not heard from in this long no longer counts as "seen" in STATUS=.
 STALE_AFTER_S: Final = 60.0
-# Frames/s is averaged over this window (a Tweet-a-Watt sends every ~2 s).
-RATE_WINDOW_S: Final = 30
 # A port task that crashed on a bug is restarted after this pause.
 PORT_RESTART_S: Final = 1.0
 
@@ -102,17 +98,29 @@ class Pipeline(Protocol):
 PipelineFactory = Callable[[Config, "PipelineState | None"], Pipeline]
 SinkFactory = Callable[[Config], list["Sink"]]
 SourceFactory = Callable[[PortConfig, Clock], "ChunkSource"]
-Stage = Callable[[Reading], Reading]
 
 
-class ChunkSource(Protocol):
-    """A byte source such as :class:`~wattd.sources.serial.SerialSource`."""
+class Stage(Protocol):
+    """A step after the pipeline that may enrich a reading (e.g. live cost)."""
 
-    name: str
-
-    def chunks(self) -> AsyncGenerator[Chunk, None]:
-        """Yield chunks forever (handling outages inside)."""
+    def apply(self, reading: Reading) -> Reading:
+        """Return the reading, possibly replaced by an enriched copy."""
         ...
+
+    def reconfigure(self, config: Config) -> None:
+        """Take a new, already validated config (SIGHUP)."""
+        ...
+
+    def prepare(self) -> None:
+        """Blocking start-up work (reading the store); runs in a worker thread."""
+        ...
+
+
+def default_stages(config: Config) -> list[Stage]:
+    """The stages ``wattd run`` uses: live price band and cost per reading."""
+    from wattd.livecost import LiveCost
+
+    return [LiveCost(config)]
 
 
 def _default_pipeline(config: Config, state: PipelineState | None) -> Pipeline:
@@ -131,38 +139,6 @@ def _default_source(port: PortConfig, clock: Clock) -> ChunkSource:
     return SerialSource(port, clock=clock)
 
 
-class RateMeter:
-    """Events per second over a sliding window of whole seconds."""
-
-    def __init__(self, window_s: int = RATE_WINDOW_S) -> None:
-        self.window_s = window_s
-        self._buckets: collections.deque[list[int]] = collections.deque()
-        self._first: float | None = None
-
-    def add(self, now_s: float, n: int = 1) -> None:
-        """Count ``n`` events at monotonic time ``now_s``."""
-        if self._first is None:
-            self._first = now_s
-        second = int(now_s)
-        if self._buckets and self._buckets[-1][0] == second:
-            self._buckets[-1][1] += n
-        else:
-            self._buckets.append([second, n])
-        self._trim(second)
-
-    def rate(self, now_s: float) -> float:
-        """Events per second; the window is shorter right after start-up."""
-        if self._first is None:
-            return 0.0
-        self._trim(int(now_s))
-        span = min(float(self.window_s), max(1.0, now_s - self._first))
-        return sum(n for _, n in self._buckets) / span
-
-    def _trim(self, second: int) -> None:
-        while self._buckets and self._buckets[0][0] <= second - self.window_s:
-            self._buckets.popleft()
-
-
 @dataclasses.dataclass(slots=True)
 class _SensorTrack:
     sensor: int
@@ -173,22 +149,6 @@ class _SensorTrack:
     last_reading: Reading | None = None
     last_seen_wall: datetime | None = None
     last_seen_mono: float | None = None
-
-
-class _PortWorker:
-    """One port's source, decoder and counters."""
-
-    def __init__(self, port: PortConfig, source: ChunkSource) -> None:
-        self.port = port
-        self.name = port.display_name
-        self.source = source
-        self.decoder = FrameDecoder(port.api_mode)
-        self.connection = 0
-        self.rate = RateMeter()
-        self.rejected: collections.Counter[str] = collections.Counter()
-        self.modem_status: collections.Counter[str] = collections.Counter()
-        self.last_frame_mono: float | None = None
-        self.task: asyncio.Task[None] | None = None
 
 
 class Supervisor:
@@ -203,7 +163,7 @@ class Supervisor:
         pipeline_factory: PipelineFactory = _default_pipeline,
         sink_factory: SinkFactory = _default_sinks,
         source_factory: SourceFactory = _default_source,
-        stages: Sequence[Stage] = (),
+        stages: Sequence[Stage] | None = None,
         notifier: SdNotifier | None = None,
         store_totals: Callable[[Config], Mapping[int, float]] = store_energy_totals,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
@@ -216,7 +176,7 @@ class Supervisor:
         self._pipeline_factory = pipeline_factory
         self._sink_factory = sink_factory
         self._source_factory = source_factory
-        self._stages = tuple(stages)
+        self._stages = tuple(default_stages(config) if stages is None else stages)
         self._notifier = notifier or SdNotifier()
         self._store_totals = store_totals
         self._flush_timeout_s = flush_timeout_s
@@ -224,7 +184,8 @@ class Supervisor:
         self._pipeline: Pipeline | None = None
         self._state_file = StateFile(config.state_path)
         self._bus = Bus()
-        self._ports: dict[str, _PortWorker] = {}
+        self._ports: dict[str, PortReader] = {}
+        self._port_tasks: dict[str, asyncio.Task[None]] = {}
         self._sensors: dict[int, _SensorTrack] = {}
         self._readings_total = 0
         self._stop = asyncio.Event()
@@ -273,6 +234,8 @@ class Supervisor:
         pipeline = self._pipeline_factory(self.config, state)
         floors = await asyncio.to_thread(self._store_totals, self.config)
         restore_pipeline(pipeline, floors)
+        for stage in self._stages:
+            await asyncio.to_thread(stage.prepare)
         self._pipeline = pipeline
         sinks = self._sink_factory(self.config)
         loop = asyncio.get_running_loop()
@@ -327,9 +290,10 @@ class Supervisor:
     def _add_sink(self, sink: Sink, tg: asyncio.TaskGroup) -> None:
         channel = SinkChannel(sink)
         self._bus.add(channel)
-        attach = getattr(sink, "attach", None)
-        if callable(attach):
-            attach(self.snapshot)
+        try:
+            sink.attach(self.snapshot)
+        except Exception:
+            log.exception("sink %s: attach failed; it runs without status", sink.name)
         channel.start(tg)
 
     async def _close_sinks(self) -> None:
@@ -346,103 +310,69 @@ class Supervisor:
             self._bus.remove(channel.name)
 
     async def _close_ports(self) -> None:
-        workers = list(self._ports.values())
-        for worker in workers:
-            if worker.task is not None:
-                worker.task.cancel()
-        for worker in workers:
-            if worker.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker.task
+        tasks = list(self._port_tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._port_tasks.clear()
 
     # -- ports ---------------------------------------------------------------
 
     def _open_port(self, port: PortConfig, tg: asyncio.TaskGroup) -> None:
-        worker = _PortWorker(port, self._source_factory(port, self._clock))
-        self._ports[port.device] = worker
-        worker.task = tg.create_task(
-            self._read_port(worker), name=f"wattd[serial:{worker.name}].reader"
+        reader = PortReader(port, self._source_factory(port, self._clock))
+        self._ports[port.device] = reader
+        self._port_tasks[port.device] = tg.create_task(
+            self._read_port(reader), name=f"wattd[serial:{reader.name}].reader"
         )
 
     async def _close_port(self, device: str) -> None:
-        worker = self._ports.pop(device, None)
-        if worker is None or worker.task is None:
+        reader = self._ports.pop(device, None)
+        task = self._port_tasks.pop(device, None)
+        if reader is None or task is None:
             return
-        worker.task.cancel()
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await worker.task
-        log.info("port %s: closed", worker.name)
+            await task
+        log.info("port %s: closed", reader.name)
 
-    async def _read_port(self, worker: _PortWorker) -> None:
+    async def _read_port(self, reader: PortReader) -> None:
         while True:
             try:
-                async with contextlib.aclosing(worker.source.chunks()) as chunks:
+                async with contextlib.aclosing(reader.source.chunks()) as chunks:
                     async for chunk in chunks:
-                        self._handle_chunk(worker, chunk)
+                        self._handle_chunk(reader, chunk)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception(
                     "port %s: reader failed unexpectedly; restarting it in %.0f s",
-                    worker.name,
+                    reader.name,
                     PORT_RESTART_S,
                 )
                 await asyncio.sleep(PORT_RESTART_S)
 
-    def _handle_chunk(self, worker: _PortWorker, chunk: Chunk) -> None:
-        if chunk.connection != worker.connection:
-            if worker.connection:
-                # Bytes from before the reconnect cannot complete a frame.
-                for event in worker.decoder.close():
-                    self._handle_event(worker, event, chunk)
-            worker.connection = chunk.connection
-        for event in worker.decoder.feed(chunk.data):
-            self._handle_event(worker, event, chunk)
-
-    def _handle_event(
-        self, worker: _PortWorker, event: FrameEvent, chunk: Chunk
-    ) -> None:
-        if isinstance(event, FrameRejected):
-            self._handle_rejected(worker, event, chunk)
-            return
-        worker.rate.add(chunk.monotonic_s)
-        worker.last_frame_mono = chunk.monotonic_s
-        if isinstance(event, IoSampleFrame):
-            self._bus.publish_frame(
-                FrameRecord(
-                    time=chunk.wall_time,
-                    port=worker.name,
-                    api_mode=int(worker.decoder.api_mode),
-                    kind="io",
-                    raw=event.raw,
-                    sensor=event.sensor_id,
-                )
-            )
-            self._handle_io(worker, event, chunk)
-            return
-        if isinstance(event, ModemStatusFrame):
-            worker.modem_status[event.description] += 1
-            log.info("port %s: the radio reports %s", worker.name, event.description)
-        self._bus.publish_frame(
-            FrameRecord(
-                time=chunk.wall_time,
-                port=worker.name,
-                api_mode=int(worker.decoder.api_mode),
-                kind="other",
-                raw=event.raw,
-            )
-        )
+    def _handle_chunk(self, reader: PortReader, chunk: Chunk) -> None:
+        for item in reader.decode(chunk):
+            self._bus.publish_frame(item.record)
+            if item.frame is not None:
+                self._handle_io(reader, item.frame, chunk)
+            elif item.claimed_sensor is not None:
+                track = self._sensors.get(item.claimed_sensor)
+                if track is not None:  # only sensors already heard from
+                    track.bad_checksum += 1
 
     def _handle_io(
-        self, worker: _PortWorker, frame: IoSampleFrame, chunk: Chunk
+        self, reader: PortReader, frame: IoSampleFrame, chunk: Chunk
     ) -> None:
         sensor = frame.sensor_id
         track = self._sensors.get(sensor)
         if track is None:
             track = self._sensors[sensor] = _SensorTrack(sensor=sensor)
         track.frames += 1
-        track.port = worker.name
+        track.port = reader.name
         track.last_seen_wall = chunk.wall_time
         track.last_seen_mono = chunk.monotonic_s
         try:
@@ -450,12 +380,12 @@ class Supervisor:
                 frame,
                 time=chunk.wall_time,
                 monotonic_s=chunk.monotonic_s,
-                port=worker.name,
+                port=reader.name,
             )
             if reading is None:
                 return
             for stage in self._stages:
-                reading = stage(reading)
+                reading = stage.apply(reading)
         except Exception as exc:
             self._pipeline_errors += 1
             if self._throttle.allow(("pipeline", type(exc))) is not None:
@@ -468,38 +398,6 @@ class Supervisor:
         track.last_reading = reading
         self._readings_total += 1
         self._bus.publish(reading)
-
-    def _handle_rejected(
-        self, worker: _PortWorker, event: FrameRejected, chunk: Chunk
-    ) -> None:
-        reason = str(event.reason)
-        worker.rejected[reason] += 1
-        if event.reason is RejectReason.BAD_CHECKSUM:
-            sensor = _claimed_sensor(event.raw, int(worker.decoder.api_mode))
-            track = self._sensors.get(sensor) if sensor is not None else None
-            if track is not None:
-                track.bad_checksum += 1
-        self._bus.publish_frame(
-            FrameRecord(
-                time=chunk.wall_time,
-                port=worker.name,
-                api_mode=int(worker.decoder.api_mode),
-                kind=reason,
-                raw=event.raw,
-            )
-        )
-        suppressed = self._throttle.allow(("reject", worker.name, reason))
-        if suppressed is None:
-            return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
-        log.warning(
-            "port %s: rejected %s: %s; %d so far%s",
-            worker.name,
-            reason.replace("_", " "),
-            event.detail or f"{event.nbytes} bytes",
-            worker.rejected[reason],
-            more,
-        )
 
     # -- main loop -----------------------------------------------------------
 
@@ -544,8 +442,8 @@ class Supervisor:
         state = self.pipeline.state()
         # Shielded: if shutdown cancels the main loop mid-save, the write still
         # completes, and the final save waits for it instead of racing it.
-        self._saving = asyncio.ensure_future(
-            asyncio.to_thread(self._state_file.save, state)
+        self._saving = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._state_file.save, state), name="wattd.state.save"
         )
         try:
             await asyncio.shield(self._saving)
@@ -604,6 +502,8 @@ class Supervisor:
         # before anything has changed.
         candidates = self._sink_factory(new)
         self.pipeline.reconfigure(new)
+        for stage in self._stages:
+            stage.reconfigure(new)
         self.config = new
         if new.logging != old.logging:
             setup_logging(new.logging.level, new.logging.format)
@@ -660,7 +560,7 @@ class Supervisor:
         """The current counters as one typed, frozen object."""
         now = self._clock.monotonic()
         sensor_cfg = self.config.sensor_map()
-        ports = tuple(self._port_snapshot(w, now) for w in self._ports.values())
+        ports = tuple(r.snapshot(now) for r in self._ports.values())
         sensors = []
         for sensor in sorted(set(self._sensors) | set(sensor_cfg)):
             track = self._sensors.get(sensor) or _SensorTrack(sensor=sensor)
@@ -687,6 +587,8 @@ class Supervisor:
                     watts=last.watts if last else None,
                     wh_total=last.wh_total if last else None,
                     vrms=last.vrms if last else None,
+                    irms=last.irms if last else None,
+                    power_factor=last.power_factor if last else None,
                     rssi_dbm=last.rssi_dbm if last else None,
                     flags=flags,
                     labels=cfg.metadata() if cfg else {},
@@ -707,44 +609,5 @@ class Supervisor:
             state_save_error=self._state_file.last_error,
         )
 
-    def _port_snapshot(self, worker: _PortWorker, now: float) -> PortSnapshot:
-        status = getattr(worker.source, "status", None)
-        stats = worker.decoder.stats
-        rejected = dict(worker.rejected)
-        outage_since = getattr(status, "outage_since_monotonic_s", None)
-        return PortSnapshot(
-            name=worker.name,
-            device=worker.port.device,
-            api_mode=worker.port.api_mode,
-            baud=worker.port.baud,
-            connected=bool(getattr(status, "connected", False)),
-            connections=int(getattr(status, "connections", 0)),
-            outages=int(getattr(status, "outages", 0)),
-            last_error=getattr(status, "last_error", None),
-            outage_s=None if outage_since is None else now - outage_since,
-            bytes_read=int(getattr(status, "bytes_read", 0)),
-            frames_per_s=worker.rate.rate(now),
-            frames_ok=stats.frames_ok,
-            io_frames=stats.io_frames,
-            rejected=rejected,
-            garbage_bytes=stats.garbage_bytes,
-            modem_status=dict(worker.modem_status),
-            last_frame_age_s=(
-                None if worker.last_frame_mono is None else now - worker.last_frame_mono
-            ),
-        )
 
-
-def _claimed_sensor(raw: bytes, api_mode: int) -> int | None:
-    """The 16-bit source address a corrupt 0x83 candidate claims, if any.
-
-    Only a hint: the address bytes may be the corrupted ones, which is why the
-    caller counts it only for sensors already heard from.
-    """
-    body = unescape(raw[1:]) if api_mode == 2 else raw[1:]
-    if len(body) < 5 or body[2] != RX16_IO:
-        return None
-    return (body[3] << 8) | body[4]
-
-
-__all__ = ["Pipeline", "RateMeter", "Supervisor"]
+__all__ = ["Pipeline", "Stage", "Supervisor", "default_stages"]

@@ -14,14 +14,16 @@ import pytest
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.pty import Pty
 from wattd.cli.run import EXIT_CONFIG
-from wattd.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.errors import StoreError
+from wattd.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.store import Store, StoredReading
 
 pytestmark = pytest.mark.slow
 
 
-def base_config(tmp_path: Path, pty: Pty, meters: list[MeterModel], **extra: Any) -> dict[str, Any]:
+def base_config(
+    tmp_path: Path, pty: Pty, meters: list[MeterModel], **extra: Any
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "ports": [{"device": pty.path, "name": "sim"}],
         "sensors": meter_sensors(meters),
@@ -42,7 +44,9 @@ def stored(config: dict[str, Any], sensor: int) -> list[StoredReading]:
         return []
 
 
-def wait_stored(config: dict[str, Any], sensor: int, n: int, timeout: float = 20) -> list[StoredReading]:
+def wait_stored(
+    config: dict[str, Any], sensor: int, n: int, timeout: float = 20
+) -> list[StoredReading]:
     deadline = time.monotonic() + timeout
     while True:
         rows = stored(config, sensor)
@@ -153,15 +157,19 @@ def test_sighup_with_a_bad_config_keeps_the_old_one_running(
         daemon.wait_for_log("running")
         feed.start()
         before = wait_stored(cfg, 1, 5)
-        path.write_text(path.read_text().replace("save_interval_s: 1", "save_interval_s: soon"))
+        path.write_text(
+            path.read_text().replace("save_interval_s: 1", "save_interval_s: soon")
+        )
         daemon.signal(signal.SIGHUP)
         daemon.wait_for_log("reload rejected")
         rows = wait_stored(cfg, 1, len(before) + 8)
-        assert daemon.proc is not None and daemon.proc.poll() is None
+        assert daemon.proc is not None
+        assert daemon.proc.poll() is None
     finally:
         feed.stop()
         daemon.stop()
-    assert f"{path}:" in daemon.log and "save_interval_s" in daemon.log
+    assert f"{path}:" in daemon.log
+    assert "save_interval_s" in daemon.log
     assert {r.name for r in rows} == {"meter-1"}
     watts = [r.watts or 0 for r in rows]
     assert statistics.fmean(watts) == pytest.approx(300.0, rel=0.03)

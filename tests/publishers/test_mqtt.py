@@ -33,7 +33,7 @@ async def test_publishes_retained_json_to_default_topic(mosquitto: Mosquitto):
         async with asyncio.timeout(5):
             received = await anext(aiter(client.messages))
     assert received.retain
-    body = json.loads(received.payload)  # type: ignore[arg-type]
+    body = json.loads(received.payload)
     assert body["text"] == message.text
     assert body["key"] == message.key
     assert body["fields"]["biggest"] == "web-3"

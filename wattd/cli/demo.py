@@ -114,8 +114,23 @@ def demo_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--meters must be 1..1000, got {args.meters}")
     if args.speed <= 0:
         raise ConfigError(f"--speed must be > 0, got {args.speed:g}")
+    if args.log_level is None and sys.stdout.isatty():
+        from wattd.logsetup import setup_logging
+
+        # The table already shows frame health; warnings about line noise
+        # would only scroll it away.
+        setup_logging("error")
     with _state_dir(args) as state_dir:
         asyncio.run(_demo(args, state_dir))
+    if args.temp:
+        print("stopped; the temporary store was removed", file=sys.stderr)
+    else:
+        config_file = state_dir / "demo.yaml"
+        print(
+            f"stopped; readings are in {state_dir / 'wattd.sqlite'}\n"
+            f"look back at them with: wattd query --config {config_file}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -263,8 +278,3 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
         for fd in (master, slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
-    print(
-        f"stopped; readings are in {config.store_path}\n"
-        f"look back at them with: wattd query --config {config_file}",
-        file=sys.stderr,
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from wattd.cli import EXIT_OK, EXIT_USAGE
 from wattd.errors import TariffError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
     from zoneinfo import ZoneInfo
 
     from wattd.config import Config
@@ -115,17 +116,17 @@ def report_command(args: argparse.Namespace) -> int:
         start, end = period_range(
             args.period or "month", now, tz, previous=args.previous
         )
-    intervals = _intervals(config, args.readings, start, end)
-    report = build_report(
-        config,
-        intervals,
-        start,
-        end,
-        by=args.by,
-        only=tuple(args.only),
-        title=args.title,
-        now=now,
-    )
+    with _intervals(config, args.readings, start, end) as intervals:
+        report = build_report(
+            config,
+            intervals,
+            start,
+            end,
+            by=args.by,
+            only=tuple(args.only),
+            title=args.title,
+            now=now,
+        )
     text = _render(report, args.format, args.only)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -147,18 +148,21 @@ def _render(report: Report, fmt: str, only: list[str]) -> str:
     return render_table(report)
 
 
+@contextlib.contextmanager
 def _intervals(
     config: Config, readings: Path | None, start: datetime, end: datetime
-) -> Iterable[EnergyInterval]:
+) -> Iterator[Iterable[EnergyInterval]]:
+    """The energy source, streamed: the store stays open while the report reads."""
     from wattd.report import intervals_from_jsonl, intervals_from_store
 
     if readings is not None:
-        return list(intervals_from_jsonl(readings))
+        yield intervals_from_jsonl(readings)
+        return
     from wattd.store import Store
 
     store = Store.open(config.store_path, readonly=True)
     try:
-        return list(intervals_from_store(store, start, end))
+        yield intervals_from_store(store, start, end)
     finally:
         store.close()
 

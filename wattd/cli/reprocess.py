@@ -128,7 +128,7 @@ def print_summary(summary: ReprocessSummary, out: TextIO) -> None:
             str(c.readings_after),
             f"{c.wh_before:.3f}",
             f"{c.wh_after:.3f}",
-            f"{c.wh_after - c.wh_before:+.3f}",
+            _signed(c.wh_after - c.wh_before),
             str(c.later_readings),
         )
         for c in summary.sensors
@@ -157,6 +157,11 @@ def print_summary(summary: ReprocessSummary, out: TextIO) -> None:
         )
     if summary.dry_run:
         out.write("dry run: nothing was changed\n")
+
+
+def _signed(wh: float) -> str:
+    # Rounding noise should not print as "-0.000".
+    return "0.000" if abs(wh) < _NOTICEABLE_WH else f"{wh:+.3f}"
 
 
 def _join(sensors: list[int]) -> str:

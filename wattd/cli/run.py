@@ -48,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "-c",
         type=Path,
         default=None,
+        metavar="FILE",
         help="config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/"
         "wattd.yaml or /etc/wattd/wattd.yaml)",
     )

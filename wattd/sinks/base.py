@@ -8,6 +8,7 @@ durable spool and do the network work in :meth:`Sink.run`.
 
 Lifecycle, in the order the supervisor calls it::
 
+    sink.attach(snapshot)     # optional: the daemon's live status provider
     await sink.start()        # open files / connections; may raise SinkError
     run() task started        # long-lived background work, cancelled at exit
     await sink.write(batch)   # many times; raise SinkError to have it retried
@@ -24,20 +25,33 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wattd.config import Config
     from wattd.readings import FrameRecord, Reading
+    from wattd.snapshot import DaemonSnapshot
 
 
 class Sink(abc.ABC):
     """A destination for readings."""
 
     name: str = "sink"
+    wants_readings: ClassVar[bool] = True
+    """False for sinks that only run background work (e.g. scheduled summaries)."""
     wants_frames: ClassVar[bool] = False
     """True if the sink also receives raw :class:`FrameRecord` items."""
     queue_size: int = 10_000
     """Readings the supervisor buffers for this sink before counting drops."""
     batch_size: int = 500
     """Most readings handed to one :meth:`write` call."""
+
+    def attach(self, snapshot: Callable[[], DaemonSnapshot]) -> None:  # noqa: B027
+        """Receive the daemon's status provider (optional hook).
+
+        Called once, before :meth:`start`. Calling ``snapshot()`` is cheap and
+        returns the current :class:`~wattd.snapshot.DaemonSnapshot` (ports,
+        sinks, sensors); the web dashboard and metrics use it.
+        """
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Prepare the sink. Called once before the first write."""

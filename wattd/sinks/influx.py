@@ -205,11 +205,13 @@ class InfluxWriter:
         await self.open()
         assert self._client is not None  # noqa: S101 - set by open()
         try:
-            return str(await self._client.version() or "")
+            version = str(await self._client.version() or "")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure is classified below
             raise classify_error(exc, self.target, action="ping") from None
+        # The client says "unknown" when the server sends no version header.
+        return "" if version == "unknown" else version
 
 
 class InfluxBusy(SinkUnavailable):

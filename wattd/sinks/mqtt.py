@@ -62,10 +62,11 @@ from wattd.spool import AsyncSpool, SpoolItem
 
 if TYPE_CHECKING:
     import socket
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from wattd.config import Config, MqttConfig, TlsConfig
     from wattd.readings import FrameRecord, Reading
+    from wattd.snapshot import DaemonSnapshot
 
 __all__ = [
     "STREAM",
@@ -82,8 +83,9 @@ STREAM: Final = "mqtt"
 """The sink's stream in the shared spool."""
 BATCH_ITEMS: Final = 500
 """Readings peeked from the spool per round; one ack (one fsync) per round."""
-MAX_INFLIGHT: Final = 200
-"""QoS>0 messages on the wire awaiting PUBACK; more wait in paho's queue, in order."""
+MAX_INFLIGHT: Final = 50
+"""Publishes awaiting their PUBACK at once. Enough to keep a LAN link busy;
+more costs CPU, since aiomqtt and paho scan their pending lists per message."""
 PUBLISH_TIMEOUT_S: Final = 30.0
 """A PUBACK slower than this means the connection is dead in all but name."""
 CONNECT_TIMEOUT_S: Final = 10.0
@@ -137,6 +139,7 @@ class MqttSink(Sink):
         self._barrier: tuple[str, bytes, asyncio.Event] | None = None
         self._frame_errors: collections.Counter[int] = collections.Counter()
         self._frame_errors_total = 0
+        self._snapshot: Callable[[], DaemonSnapshot] | None = None
         self._last_logged: tuple[str, float] | None = None
         self.last_error: SinkError | None = None
         """The most recent connection problem (None once connected again)."""
@@ -144,6 +147,10 @@ class MqttSink(Sink):
         """Lifetime figures: ``published``, ``duplicates``, ``connects``, ..."""
 
     # -- Sink interface ---------------------------------------------------------
+
+    def attach(self, snapshot: Callable[[], DaemonSnapshot]) -> None:
+        """Keep the daemon's status provider for per-meter frame error counts."""
+        self._snapshot = snapshot
 
     async def start(self) -> None:
         """Open the shared spool (the broker connection is made by :meth:`run`)."""
@@ -159,12 +166,11 @@ class MqttSink(Sink):
         Raises:
             SinkUnavailable: the spool could not take them (disk full or failing).
         """
+        errors = self._meter_frame_errors()
         docs = [
             (
                 r.time_ns,
-                _json_bytes(
-                    state_document(r, frame_errors=self._frame_errors.get(r.sensor, 0))
-                ),
+                _json_bytes(state_document(r, frame_errors=errors.get(r.sensor, 0))),
             )
             for r in readings
         ]
@@ -559,6 +565,26 @@ class MqttSink(Sink):
 
     # -- helpers ------------------------------------------------------------------
 
+    def _meter_frame_errors(self) -> dict[int, int]:
+        """Corrupt frames per meter: those that still named it.
+
+        Rejected frames reach sinks without an address; the daemon's snapshot
+        knows which sensor a corrupt frame claimed, so it is preferred.
+        """
+        counts = dict(self._frame_errors)
+        if self._snapshot is None:
+            return counts
+        try:
+            sensors = self._snapshot().sensors
+        except Exception:  # monitoring must never stop publishing
+            log.debug("mqtt: daemon snapshot unavailable", exc_info=True)
+            return counts
+        for sensor in sensors:
+            counts[sensor.sensor] = max(
+                counts.get(sensor.sensor, 0), sensor.bad_checksum
+            )
+        return counts
+
     def _require_spool(self) -> AsyncSpool:
         if self._spool is None:
             msg = "the MQTT sink was not started (no spool)"
@@ -647,7 +673,8 @@ class TlsContext(ssl.SSLContext):
     This context remembers what it wrapped so the caller can close it.
     """
 
-    def __init__(self, protocol: int = ssl.PROTOCOL_TLS_CLIENT) -> None:
+    def __init__(self, protocol: int) -> None:
+        # SSLContext.__new__ consumed ``protocol``; __init__ has nothing to add.
         super().__init__()
         self._wrapped: list[ssl.SSLSocket] = []
 
@@ -689,7 +716,8 @@ def build_tls_context(tls: TlsConfig) -> TlsContext:
     Raises:
         SinkTlsError: a file is missing or not a usable certificate/key.
     """
-    context = TlsContext()  # verifies the certificate and the host name
+    # PROTOCOL_TLS_CLIENT verifies the certificate and the host name.
+    context = TlsContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         if tls.ca_file is None:
             context.load_default_certs()

@@ -50,6 +50,13 @@ class SinkEntry:
 SINKS: Final[tuple[SinkEntry, ...]] = (
     SinkEntry("store", "wattd.sinks.sqlite:SqliteSink"),
     SinkEntry("influxdb", "wattd.sinks.influx:InfluxSink"),
+    SinkEntry("mqtt", "wattd.sinks.mqtt:MqttSink"),
+    SinkEntry("web", "wattd.sinks.web:WebSink"),
+    SinkEntry(
+        "summaries",
+        "wattd.sinks.summaries:SummarySink",
+        enabled=lambda config: bool(config.summaries),
+    ),
 )
 
 

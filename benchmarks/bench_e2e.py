@@ -1,0 +1,599 @@
+"""End to end: simulated meters -> pty -> ``wattd run`` with every sink -> servers.
+
+Run by hand from the repository root (needs mosquitto and victoria-metrics,
+which ``bash .ci/test`` installs)::
+
+    .venv/bin/python benchmarks/bench_e2e.py [--sensors 10,100,1000]
+        [--rate 2000] [--duration 20] [--json results.json]
+
+For each fleet size the script starts its own mosquitto and VictoriaMetrics
+on free loopback ports and a real ``wattd run`` subprocess with the SQLite
+store, MQTT (QoS 1), InfluxDB line protocol (to VictoriaMetrics), the web
+dashboard and /metrics all enabled. A feeder thread writes pre-generated
+simulator frames to the pty at ``--rate`` frames/s, spread evenly over the
+meters (a pty has no baud limit; a real XBee at 9600 baud carries ~10
+frames/s, so this is the load of many receivers or a very large site).
+
+Reported per fleet size:
+
+* frames/s actually fed (the feeder blocks when the daemon stops reading);
+* loss: frames fed minus readings found in each sink (SQLite rows, MQTT
+  messages received by a subscriber, VictoriaMetrics samples) and the
+  decoder's ok count; all must be zero;
+* CPU µs per frame: the daemon's user+system time (all threads) over the run
+  divided by the frames, idle time included;
+* latency: the k-th MQTT message of a meter is matched with the k-th frame
+  written for it; p50/p99 of (message received - frame written);
+* RSS: the daemon's resident set at the end and its peak (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tty
+import urllib.parse
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import yaml
+
+from wattd.simulate import MeterModel, Simulator, varied_meters
+
+ROOT = Path(__file__).resolve().parents[1]
+LOOPBACK = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# -- services --------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port}")
+
+
+def binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if path is None:
+        raise SystemExit(f"{name} is not installed; `bash .ci/test` installs it")
+    return path
+
+
+class Service:
+    """A child server that can be stopped, killed and started again on its port."""
+
+    def __init__(self, argv: list[str], port: int, log: Path) -> None:
+        self.argv, self.port, self.log = argv, port, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_port(self.port)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((LOOPBACK, self.port), 0.1):
+                    time.sleep(0.05)
+            except OSError:
+                return
+
+
+def mosquitto(workdir: Path, *, persistent: bool = False) -> Service:
+    """A private broker; ``persistent`` keeps sessions on disk across a kill."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    conf = [
+        f"listener {port} {LOOPBACK}",
+        "allow_anonymous true",
+        "log_dest stdout",
+        "log_type error",
+        "max_queued_messages 1000000",
+        "max_inflight_messages 1000",
+    ]
+    if persistent:
+        # Saved every second, so a SIGKILL loses at most a second of session
+        # state; subscribers' sessions and subscriptions survive.
+        conf += ["user root", "persistence true", f"persistence_location {workdir}/",
+                 "autosave_interval 1"]  # fmt: skip
+    else:
+        conf.append("persistence false")
+    path = workdir / "mosquitto.conf"
+    path.write_text("\n".join(conf) + "\n")
+    return Service([binary("mosquitto"), "-c", str(path)], port, workdir / "mosquitto.log")
+
+
+class Victoria(Service):
+    """A private VictoriaMetrics taking InfluxDB line protocol."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.url = f"http://{LOOPBACK}:{port}"
+        super().__init__(
+            [binary("victoria-metrics"), f"-httpListenAddr={LOOPBACK}:{port}",
+             f"-storageDataPath={workdir / 'data'}", "-retentionPeriod=100y",
+             "-search.disableCache", "-loggerLevel=ERROR"],
+            port, workdir / "victoria.log",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return
+            time.sleep(0.1)
+        raise RuntimeError("victoria-metrics did not become healthy")
+
+    def sample_counts(self, metric: str = "power_watts") -> dict[str, int]:
+        """Samples per sensor label of one series name (duplicates included)."""
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):  # noqa: S310
+            pass
+        body = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}'}).encode()
+        counts: dict[str, int] = collections.Counter()
+        with urllib.request.urlopen(f"{self.url}/api/v1/export", data=body, timeout=60) as resp:  # noqa: S310
+            for line in resp:
+                if line.strip():
+                    row = json.loads(line)
+                    counts[row["metric"].get("sensor", "?")] += len(row["values"])
+        return dict(counts)
+
+
+# -- the daemon ------------------------------------------------------------------
+
+
+def sensors_config(meters: list[MeterModel]) -> list[dict[str, Any]]:
+    """Sensor entries with each simulated meter's true calibration."""
+    racks = "ABCDEFGH"
+    out = []
+    for m in meters:
+        cal = m.calibration_values()
+        out.append({
+            "address": m.address,
+            "name": f"meter-{m.address}",
+            "current_zero": float(cal["current_zero"]),
+            "counts_per_amp": float(cal["counts_per_amp"]),
+            "counts_per_volt": float(cal["counts_per_volt"]),
+            "voltage_zero": float(cal["voltage_zero"]),
+            "rack": racks[m.address % len(racks)],
+            "customer": f"cust-{m.address % 5}",
+        })  # fmt: skip
+    return out
+
+
+def daemon_config(
+    workdir: Path,
+    device: str,
+    meters: list[MeterModel],
+    *,
+    broker_port: int,
+    victoria_url: str,
+    web_port: int,
+    base_topic: str = "bench",
+) -> dict[str, Any]:
+    """A config with every sink on, all to loopback servers."""
+    return {
+        "state_dir": str(workdir / "state"),
+        "save_interval_s": 5,
+        "ports": [{"device": device, "name": "bench"}],
+        "sensors": sensors_config(meters),
+        "store": {"enabled": True},
+        "mqtt": {
+            "enabled": True,
+            "host": LOOPBACK,
+            "port": broker_port,
+            "base_topic": base_topic,
+            "node_id": "bench",
+            "qos": 1,
+            "reconnect_min_s": 0.5,
+            "reconnect_max_s": 2.0,
+            # Discovery is thousands of retained configs at start-up, not load.
+            "discovery": {"enabled": False},
+        },
+        "influxdb": {
+            "enabled": True,
+            "url": victoria_url,
+            "org": "bench",
+            "bucket": "bench",
+            "token": "bench",
+            "flush_interval_s": 0.5,
+            "max_backoff_s": 2,
+        },
+        "web": {"enabled": True, "port": web_port, "metrics": True},
+        "logging": {"level": "warning"},
+    }
+
+
+class Daemon:
+    """``python -m wattd run`` with its log in a file."""
+
+    def __init__(
+        self, config: dict[str, Any], workdir: Path, *, profile: Path | None = None
+    ) -> None:
+        self.profile = profile
+        self.config_path = workdir / "wattd.yaml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.log_path = workdir / "wattd.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as out:
+            # cProfile sees the event loop thread, which does the per-frame work.
+            prof = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+            self.proc = subprocess.Popen(
+                [sys.executable, *prof, "-m", "wattd", "run", "--config", str(self.config_path)],
+                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the daemon (all threads)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def memory(self) -> tuple[float, float]:
+        """(RSS, peak RSS) in MB."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        values = {}
+        for line in status.splitlines():
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0]) / 1024
+        return values["VmRSS"], values["VmHWM"]
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def tail(self, n: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-n:]
+        return ""
+
+
+def wait_ready(daemon: Daemon, web_port: int, timeout: float = 30) -> None:
+    """Wait until the daemon's web server answers (all sinks are then started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError):
+            url = f"http://{LOOPBACK}:{web_port}/healthz"
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+                return
+        if daemon.proc is not None and daemon.proc.poll() is not None:
+            raise RuntimeError(f"wattd exited:\n{daemon.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"wattd did not come up:\n{daemon.tail()}")
+        time.sleep(0.05)
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The daemon's /metrics as {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as resp:  # noqa: S310
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
+
+
+def store_counts(path: Path) -> dict[int, int]:
+    """Readings per sensor in the SQLite store."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT sensor, COUNT(*) FROM readings GROUP BY sensor")
+        return {int(s): int(n) for s, n in rows}
+
+
+# -- feeding and subscribing --------------------------------------------------------
+
+
+def make_frames(meters: list[MeterModel], count: int, *, seed: int = 1, **sim_kw: Any) -> list[tuple[int, bytes]]:
+    """``count`` frames in simulated time order as (sensor, wire bytes)."""
+    sim = Simulator(meters, seed=seed, **sim_kw)
+    out = []
+    while len(out) < count:
+        f = sim.next_frame()
+        out.append((f.address, f.data))
+    return out
+
+
+class Feeder(threading.Thread):
+    """Writes frames to a pty master at a steady rate, noting when each went out."""
+
+    def __init__(self, fd: int, frames: list[tuple[int, bytes]], rate: float) -> None:
+        super().__init__(name="feeder", daemon=True)
+        self.fd, self.frames, self.rate = fd, frames, rate
+        self.sent: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.count = 0
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        n = len(self.frames)
+        i = 0
+        while i < n and not self.stop_event.is_set():
+            due = int((time.monotonic() - self.started_at) * self.rate) + 1
+            if due <= i:
+                time.sleep(min(0.005, (i + 1 - due) / self.rate + 0.0005))
+                continue
+            batch = self.frames[i:min(due, n)]
+            data = b"".join(b for _, b in batch)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+            now = time.time()
+            with self.lock:
+                for sensor, _ in batch:
+                    self.sent[sensor].append(now)
+                self.count += len(batch)
+            i += len(batch)
+        self.finished_at = time.monotonic()
+
+
+@dataclass
+class Subscriber:
+    """Counts state messages per sensor and matches them with write times."""
+
+    port: int
+    topic: str
+    feeder: Feeder | None = None
+    counts: collections.Counter[int] = field(default_factory=collections.Counter)
+    latencies: list[float] = field(default_factory=list)
+    times: dict[int, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    keep_times: bool = False
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    client_id: str | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    LOOPBACK, self.port, identifier=self.client_id,
+                    clean_session=self.client_id is None, timeout=5,
+                    max_queued_incoming_messages=0,
+                ) as client:  # fmt: skip
+                    await client.subscribe(self.topic, qos=1)
+                    self.ready.set()
+                    async for msg in client.messages:
+                        self._take(msg.payload)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.05)
+
+    def _take(self, payload: Any) -> None:
+        received = time.time()
+        doc = json.loads(payload)
+        sensor = int(doc["sensor"])
+        self.counts[sensor] += 1
+        if self.keep_times:
+            self.times[sensor].append(doc["time"])
+        if self.feeder is not None:
+            with self.feeder.lock:
+                queue = self.feeder.sent.get(sensor)
+                written = queue.popleft() if queue else None
+            if written is not None:
+                self.latencies.append(received - written)
+
+
+# -- one benchmark run ---------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    sensors: int
+    target_rate: float
+    frames: int
+    fed_rate: float
+    lost_store: int
+    lost_mqtt: int
+    lost_influx: int
+    lost_decoder: int
+    cpu_us_per_frame: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    rss_mb: float
+    peak_rss_mb: float
+
+
+async def bench_one(
+    n_sensors: int, rate: float, duration: float, workdir: Path, *, profile: Path | None = None
+) -> Result:
+    meters = varied_meters(n_sensors, seed=n_sensors)
+    frames = make_frames(meters, int(rate * duration))
+    broker = mosquitto(workdir / "mosquitto")
+    tsdb = Victoria(workdir / "victoria")
+    broker.start()
+    tsdb.start()
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    web_port = free_port()
+    config = daemon_config(
+        workdir, os.ttyname(slave), meters,
+        broker_port=broker.port, victoria_url=tsdb.url, web_port=web_port,
+    )  # fmt: skip
+    daemon = Daemon(config, workdir, profile=profile)
+    sub_task: asyncio.Task[None] | None = None
+    try:
+        daemon.start()
+        wait_ready(daemon, web_port)
+        feeder = Feeder(master, frames, rate)
+        sub = Subscriber(broker.port, "bench/+/state", feeder=feeder)
+        sub_task = asyncio.create_task(sub.run())
+        await asyncio.wait_for(sub.ready.wait(), 10)
+        await asyncio.sleep(1.0)  # let start-up work settle
+        cpu0 = daemon.cpu_s()
+        feeder.start()
+        await asyncio.to_thread(feeder.join)
+        fed_rate = feeder.count / (feeder.finished_at - feeder.started_at)
+        deadline = time.monotonic() + 120
+        while sum(sub.counts.values()) < feeder.count and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        cpu1 = daemon.cpu_s()
+        rss, _ = daemon.memory()
+        metrics = await asyncio.to_thread(scrape, web_port)
+        decoded = metrics.get(
+            ("wattd_frames_total", frozenset({("port", "bench"), ("result", "ok")})), 0.0
+        )
+        influx = {}
+        while time.monotonic() < deadline:
+            influx = await asyncio.to_thread(tsdb.sample_counts)
+            if sum(influx.values()) >= feeder.count:
+                break
+            await asyncio.sleep(0.5)
+        _, peak = daemon.memory()
+        code = daemon.stop()
+        if code != 0:
+            print(daemon.tail(), file=sys.stderr)
+        stored = store_counts(workdir / "state" / "wattd.sqlite")
+    finally:
+        if sub_task is not None:
+            sub_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sub_task
+        if daemon.proc is not None:
+            daemon.stop()
+        broker.stop()
+        tsdb.stop()
+        for fd in (master, slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    lat = sorted(sub.latencies) or [float("nan")]
+    return Result(
+        sensors=n_sensors,
+        target_rate=rate,
+        frames=feeder.count,
+        fed_rate=round(fed_rate, 1),
+        lost_store=feeder.count - sum(stored.values()),
+        lost_mqtt=feeder.count - sum(sub.counts.values()),
+        lost_influx=feeder.count - sum(influx.values()),
+        lost_decoder=feeder.count - int(decoded),
+        cpu_us_per_frame=round((cpu1 - cpu0) / max(1, feeder.count) * 1e6, 1),
+        latency_p50_ms=round(statistics.median(lat) * 1000, 1),
+        latency_p99_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
+        rss_mb=round(rss, 1),
+        peak_rss_mb=round(peak, 1),
+    )
+
+
+def table(results: list[Result]) -> str:
+    head = ("| sensors | frames/s fed | frames | lost (store/MQTT/Influx/decoder) "
+            "| CPU µs/frame | MQTT latency p50 / p99 | RSS (peak) |")  # fmt: skip
+    lines = [head, "|---:|---:|---:|:---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(
+            f"| {r.sensors:,} | {r.fed_rate:,.0f} | {r.frames:,} "
+            f"| {r.lost_store}/{r.lost_mqtt}/{r.lost_influx}/{r.lost_decoder} "
+            f"| {r.cpu_us_per_frame:.0f} | {r.latency_p50_ms:.0f} / {r.latency_p99_ms:.0f} ms "
+            f"| {r.rss_mb:.0f} MB ({r.peak_rss_mb:.0f}) |"
+        )
+    return "\n".join(lines)
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sensors", default="10,100,1000", help="fleet sizes, comma-separated")
+    parser.add_argument("--rate", type=float, default=2000.0, help="frames/s to feed")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of feeding per size")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directories")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR",
+        help="run the daemon under cProfile; writes DIR/wattd-<sensors>.prof",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sensors.split(",")]
+    print(f"wattd end-to-end benchmark on {platform.node()}: Python {platform.python_version()},"
+          f" {os.cpu_count()} CPUs; {args.rate:g} frames/s for {args.duration:g} s per size",
+          file=sys.stderr)  # fmt: skip
+    results = []
+    for n in sizes:
+        workdir = Path(tempfile.mkdtemp(prefix=f"wattd-bench-{n}-"))
+        try:
+            prof = args.profile / f"wattd-{n}.prof" if args.profile else None
+            if prof is not None:
+                prof.parent.mkdir(parents=True, exist_ok=True)
+            result = await bench_one(n, args.rate, args.duration, workdir, profile=prof)
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
+        results.append(result)
+        print(json.dumps(asdict(result)), file=sys.stderr)
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    ok = all(
+        r.lost_store == r.lost_mqtt == r.lost_influx == r.lost_decoder == 0 for r in results
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

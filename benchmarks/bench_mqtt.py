@@ -1,0 +1,213 @@
+"""MQTT sink throughput: readings/s to a local mosquitto, and CPU µs per reading.
+
+Run by hand from the repository root (needs the ``mosquitto`` binary)::
+
+    .venv/bin/python benchmarks/bench_mqtt.py [--readings 20000] [--json out.json]
+
+The script starts its own mosquitto on a free loopback port and, for each
+case, a fresh :class:`~wattd.sinks.mqtt.MqttSink` with its own spool file. The
+readings are handed to ``write()`` in batches of 1000 (what the daemon's bus
+does when a sink falls behind) while ``run()`` publishes. A case ends when
+the sink has published every reading: for QoS 1 that means every PUBACK is in
+and the spool rows are acked; for QoS 0, that paho has written every message.
+
+Cases: QoS 0 (in-memory queue, no spool), QoS 1 (durable spool, fsync per
+batch) and QoS 1 with per-field topics (nine messages per reading). There is
+no subscriber in the process: the sink counts what it published, so the CPU
+figure (``time.process_time``: event loop plus spool thread) is the sink's
+alone; mosquitto's own CPU is not included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+from wattd.config import Config
+from wattd.readings import Reading
+from wattd.sinks.mqtt import MqttSink
+
+BATCH = 1000
+
+
+@dataclass
+class Result:
+    case: str
+    qos: int
+    readings: int
+    messages: int
+    seconds: float
+    readings_per_s: float
+    cpu_us_per_reading: float
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 1000000\n"
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), 0.2),
+            ):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto did not start")
+            time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Poll ``check`` (a benchmark may poll; the sink has no event for this)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            msg = f"no progress within {timeout_s} s"
+            raise TimeoutError(msg)
+        await asyncio.sleep(0.001)
+
+
+def readings(n: int) -> list[Reading]:
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    return [
+        Reading(
+            sensor=1 + i % 10,
+            name=f"meter-{1 + i % 10}",
+            time=start + timedelta(milliseconds=200 * i),
+            monotonic_s=0.2 * i,
+            watts=100.0 + i % 50,
+            va=110.0,
+            vrms=120.0,
+            irms=0.9,
+            power_factor=0.91,
+            wh_total=0.01 * i,
+            wh_delta=0.01,
+            rssi_dbm=-55,
+        )
+        for i in range(n)
+    ]
+
+
+async def run_case(
+    name: str, port: int, workdir: Path, n: int, *, qos: int, per_field: bool
+) -> Result:
+    config = Config.model_validate(
+        {
+            "state_dir": str(workdir / name),
+            "mqtt": {
+                "enabled": True,
+                "host": "127.0.0.1",
+                "port": port,
+                "node_id": name,
+                "qos": qos,
+                "per_field_topics": per_field,
+                "discovery": {"enabled": False},
+            },
+            "sensors": [{"address": a, "name": f"meter-{a}"} for a in range(1, 11)],
+        }
+    )
+    data = readings(n)
+    sink = MqttSink(config)
+    await sink.start()
+    task = asyncio.create_task(sink.run())
+    try:
+        await until(lambda: sink.connected)
+        cpu0 = time.process_time()
+        t0 = time.perf_counter()
+        for i in range(0, n, BATCH):
+            # Keep a few batches queued, like a producer just ahead of the
+            # sink; QoS 0's bounded queue would otherwise drop the oldest.
+            await until(lambda: sink.stats()["backlog"] <= 4 * BATCH)
+            await sink.write(data[i : i + BATCH])
+        await until(lambda: sink.counters["published"] >= n)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        await sink.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    per_reading = 9 if per_field else 1
+    return Result(
+        case=name,
+        qos=qos,
+        readings=n,
+        messages=n * per_reading,
+        seconds=round(seconds, 3),
+        readings_per_s=round(n / seconds),
+        cpu_us_per_reading=round(cpu / n * 1e6, 1),
+    )
+
+
+async def main_async(n: int) -> list[Result]:
+    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as port:
+        work = Path(tmp)
+        return [
+            await run_case("qos0", port, work, n, qos=0, per_field=False),
+            await run_case("qos1", port, work, n, qos=1, per_field=False),
+            await run_case("qos1-fields", port, work, n, qos=1, per_field=True),
+        ]
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| case | QoS | readings | MQTT messages | seconds | readings/s"
+        " | CPU µs/reading |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r.case} | {r.qos} | {r.readings} | {r.messages} | {r.seconds} |"
+        f" {r.readings_per_s} | {r.cpu_us_per_reading} |"
+        for r in results
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--readings", type=int, default=20_000)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    results = asyncio.run(main_async(args.readings))
+    machine = platform.processor() or platform.machine()
+    print(f"{machine}, Python {platform.python_version()}, mosquitto on loopback")
+    print(table(results))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    main()

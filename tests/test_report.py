@@ -1,0 +1,395 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from wattd.config import Config, parse_config
+from wattd.cost import EnergyInterval, intervals_from_readings
+from wattd.errors import TariffError
+from wattd.readings import Reading
+from wattd.report import (
+    FRAME_PERIOD_S,
+    build_report,
+    intervals_from_jsonl,
+    intervals_from_store,
+    period_range,
+)
+from wattd.report_text import format_money, render_csv, render_json, render_table
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+CONFIG = """\
+sensors:
+  - {address: 1, name: web-1, rack: rack-a, customer: acme, location: fra}
+  - {address: 2, name: web-2, rack: rack-a, customer: acme, location: fra}
+  - {address: 3, name: db-1, rack: rack-b, customer: globex, location: ams}
+  - {address: 4, name: fridge, customer: home}
+locations:
+  fra: {pue: 1.5}
+  ams: {pue: 1.2, tariff: green}
+tariffs:
+  timezone: UTC
+  default: tou
+  plans:
+    tou:
+      currency: EUR
+      price_per_kwh: 0.30
+      co2_g_per_kwh: 400
+      bands:
+        - {name: night, price_per_kwh: 0.10, hours: "00:00-06:00"}
+        - {name: peak, price_per_kwh: 1.00, hours: "17:00-20:00", days: weekdays}
+    green:
+      currency: EUR
+      price_per_kwh: 0.25
+      co2_g_per_kwh: 50
+"""
+
+
+def at(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def steady(
+    sensor: int, start: datetime, end: datetime, watts: float, step_s: float = 60.0
+) -> list[EnergyInterval]:
+    out = []
+    t = start
+    while t < end:
+        nxt = min(t + timedelta(seconds=step_s), end)
+        span = (nxt - t).total_seconds()
+        out.append(
+            EnergyInterval(
+                sensor=sensor,
+                start=t,
+                end=nxt,
+                wh=watts * span / 3600,
+                mean_watts=watts,
+                max_watts=watts,
+                readings=span / FRAME_PERIOD_S,
+            )
+        )
+        t = nxt
+    return out
+
+
+def make_reading(
+    sensor: int, t: datetime, watts: float, wh_delta: float, total: float
+) -> Reading:
+    return Reading(
+        sensor=sensor,
+        name=f"sensor-{sensor}",
+        time=t,
+        monotonic_s=t.timestamp(),
+        watts=watts,
+        va=watts,
+        vrms=230.0,
+        irms=watts / 230,
+        power_factor=1.0,
+        wh_total=total,
+        wh_delta=wh_delta,
+        rssi_dbm=-50,
+    )
+
+
+def random_readings(seed: int, start: datetime, end: datetime) -> list[Reading]:
+    """Irregular Tweet-a-Watt-like readings of four sensors, with dropouts."""
+    rng = random.Random(seed)
+    out: list[Reading] = []
+    for sensor in (1, 2, 3, 4, 9):
+        t = start + timedelta(seconds=rng.uniform(0, 3))
+        total = rng.uniform(0, 1e5)
+        previous = None
+        while t < end:
+            watts = rng.uniform(20, 900)
+            wh = (
+                0.0
+                if previous is None
+                else watts * (t - previous).total_seconds() / 3600
+            )
+            total += wh
+            out.append(make_reading(sensor, t, watts, wh, total))
+            previous = t
+            gap = (
+                rng.uniform(1.9, 2.3) if rng.random() > 0.002 else rng.uniform(60, 900)
+            )
+            t += timedelta(seconds=gap)
+    out.sort(key=lambda r: r.time)
+    return out
+
+
+def config() -> Config:
+    return parse_config(CONFIG)
+
+
+# -- totals -----------------------------------------------------------------------
+
+
+# Over local midnight and Berlin's DST change (01:00 UTC), and band edges.
+SPAN = (at(2025, 3, 29, 21, 30), at(2025, 3, 30, 5, 10))
+
+
+@pytest.fixture(scope="module")
+def many_readings() -> list[Reading]:
+    return random_readings(11, *SPAN)
+
+
+@pytest.mark.parametrize("by", ["sensor", "rack", "customer", "location", "all"])
+def test_report_totals_equal_the_sum_of_the_readings_energy(
+    by: str, many_readings: list[Reading]
+):
+    start, end = SPAN
+    readings = many_readings
+    cfg = parse_config(CONFIG.replace("timezone: UTC", "timezone: Europe/Berlin"))
+    report = build_report(cfg, intervals_from_readings(readings), start, end, by=by)
+    expected_kwh = math.fsum(r.wh_delta for r in readings) / 1000
+    assert report.total.it_kwh == pytest.approx(expected_kwh, rel=1e-9)
+    assert math.fsum(g.it_kwh for g in report.groups) == pytest.approx(
+        expected_kwh, rel=1e-9
+    )
+    assert math.fsum(d.it_kwh for d in report.total.days) == pytest.approx(
+        expected_kwh, rel=1e-9
+    )
+    assert math.fsum(report.total.sensor_kwh.values()) == pytest.approx(
+        expected_kwh, rel=1e-9
+    )
+    # Mean watts times the hour's length inside the range gives the energy back.
+    hours = report.total.hours
+    edges = [*(h.start for h in hours[1:]), end]
+    hourly_wh = math.fsum(
+        (h.mean_watts or 0.0) * (stop - max(h.start, start)).total_seconds() / 3600
+        for h, stop in zip(hours, edges, strict=True)
+    )
+    assert hourly_wh / 1000 == pytest.approx(expected_kwh, rel=1e-9)
+    assert report.total.received_frames == pytest.approx(len(readings))
+    fac = math.fsum(g.facility_kwh for g in report.groups)
+    assert report.total.facility_kwh == pytest.approx(fac, rel=1e-9)
+
+
+def test_cost_peak_share_and_premium_match_hand_computation():
+    # One sensor, 100 W for a whole Wednesday (UTC): 0.6 kWh night at 0.10,
+    # 0.3 kWh peak at 1.00, 1.5 kWh standard at 0.30; PUE 1.5.
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    report = build_report(
+        config(), steady(1, start, end, 100.0), start, end, by="sensor"
+    )
+    g = report.group("web-1")
+    assert g.it_kwh == pytest.approx(2.4)
+    assert g.facility_kwh == pytest.approx(3.6)
+    assert g.energy_cost == pytest.approx(1.5 * (0.6 * 0.10 + 0.3 * 1.00 + 1.5 * 0.30))
+    assert g.cost == pytest.approx(1.5 * 0.81)
+    assert g.peak_kwh == pytest.approx(0.3)
+    assert g.peak_share == pytest.approx(0.3 / 2.4)
+    assert g.peak_premium == pytest.approx(1.5 * 0.3 * (1.00 - 0.10))
+    assert g.co2_kg == pytest.approx(3.6 * 0.4)
+    assert g.mean_watts == pytest.approx(100.0)
+    assert g.peak_watts == pytest.approx(100.0)
+    assert g.cost_per_it_kwh == pytest.approx(1.5 * 0.81 / 2.4)
+    assert g.completeness == pytest.approx(1.0)
+
+
+def test_locations_compare_on_cost_and_co2_per_it_kwh():
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    intervals = steady(1, start, end, 100.0) + steady(3, start, end, 100.0)
+    report = build_report(config(), intervals, start, end, by="location")
+    fra, ams = report.group("fra"), report.group("ams")
+    assert fra.it_kwh == pytest.approx(ams.it_kwh)
+    assert fra.facility_kwh == pytest.approx(2.4 * 1.5)
+    assert ams.facility_kwh == pytest.approx(2.4 * 1.2)
+    assert ams.cost_per_it_kwh == pytest.approx(1.2 * 0.25)
+    assert fra.cost_per_it_kwh == pytest.approx(1.5 * 0.81 / 2.4)
+    assert ams.co2_g_per_it_kwh == pytest.approx(1.2 * 50)
+    assert fra.co2_g_per_it_kwh == pytest.approx(1.5 * 400)
+    assert ams.peak_share is None  # a flat tariff has no peak hours
+
+
+def test_missing_hour_shows_as_missing_not_cheap():
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    gap = (at(2025, 3, 5, 18), at(2025, 3, 5, 19))  # the meter was silent in peak time
+    intervals = steady(1, start, gap[0], 100.0) + steady(1, gap[1], end, 100.0)
+    report = build_report(config(), intervals, start, end, by="sensor", only=["web-1"])
+    g = report.group("web-1")
+    assert g.completeness == pytest.approx(23 / 24)
+    silent = [h for h in g.hours if h.mean_watts is None]
+    assert [h.start for h in silent] == [gap[0]]
+    assert silent[0].completeness == 0.0
+    day = g.days[0]
+    assert day.completeness == pytest.approx(23 / 24)
+    text = render_table(report)
+    assert "96%" in text  # 23 of 24 hours
+
+
+def test_configured_sensor_without_data_is_listed_as_missing():
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    report = build_report(
+        config(), steady(1, start, end, 50.0), start, end, by="sensor"
+    )
+    db = report.group("db-1")
+    assert db.it_kwh == 0.0
+    assert db.completeness == 0.0
+    assert db.cost == 0.0  # it has a tariff: nothing used, nothing owed
+    assert db.expected_frames == pytest.approx(86400 / FRAME_PERIOD_S)
+    assert report.total.completeness == pytest.approx(1 / 4)
+
+
+def test_unknown_sensors_and_no_tariff():
+    cfg = parse_config("sensors: [{address: 1, name: a}]\n")
+    start, end = at(2025, 3, 5), at(2025, 3, 5, 2)
+    report = build_report(cfg, steady(5, start, end, 60.0), start, end, by="rack")
+    assert report.keys() == ["(unassigned)"]
+    g = report.group("(unassigned)")
+    assert g.cost is None
+    assert g.unpriced_kwh == pytest.approx(0.12)
+    assert g.sensors == ("a", "sensor-5")
+    assert "No tariff for" in render_table(report)
+    assert format_money(None, None) == "\N{EM DASH}"
+
+
+def test_intervals_outside_the_range_are_cut_at_its_edges():
+    start, end = at(2025, 3, 5, 10), at(2025, 3, 5, 11)
+    spill = [
+        EnergyInterval(
+            sensor=1, start=at(2025, 3, 5, 9, 30), end=at(2025, 3, 5, 10, 30), wh=60.0
+        ),
+        EnergyInterval(
+            sensor=1, start=at(2025, 3, 5, 10, 45), end=at(2025, 3, 5, 11, 15), wh=30.0
+        ),
+        EnergyInterval(
+            sensor=1, start=at(2025, 3, 5, 12), end=at(2025, 3, 5, 13), wh=99.0
+        ),
+    ]
+    report = build_report(config(), spill, start, end, by="all")
+    assert report.total.it_kwh == pytest.approx((30.0 + 15.0) / 1000)
+
+
+def test_only_filters_groups_and_refuses_unknown_ones():
+    start, end = at(2025, 3, 5), at(2025, 3, 5, 1)
+    intervals = steady(1, start, end, 10.0) + steady(3, start, end, 10.0)
+    report = build_report(config(), intervals, start, end, by="customer", only=["acme"])
+    assert report.keys() == ["acme"]
+    assert report.total.it_kwh == pytest.approx(report.group("acme").it_kwh)
+    with pytest.raises(TariffError, match="no group named nobody"):
+        build_report(config(), intervals, start, end, by="customer", only=["nobody"])
+    with pytest.raises(TariffError, match="empty"):
+        build_report(config(), intervals, end, start)
+
+
+def test_demand_charge_is_added_to_cost():
+    text = CONFIG.replace(
+        "      co2_g_per_kwh: 400\n",
+        "      co2_g_per_kwh: 400\n      demand: {price_per_kw: 10}\n",
+    )
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    intervals = steady(1, start, end, 200.0)
+    report = build_report(
+        parse_config(text), intervals, start, end, by="sensor", only=["web-1"]
+    )
+    g = report.group("web-1")
+    assert g.demand_charge == pytest.approx(0.2 * 1.5 * 10)
+    assert g.cost == pytest.approx(g.energy_cost + 3.0)
+    assert [p.period_start for p in g.demand] == [at(2025, 3, 1)]
+
+
+# -- periods ------------------------------------------------------------------------
+
+
+def test_period_ranges_in_local_calendar():
+    now = datetime(2025, 3, 30, 15, tzinfo=BERLIN)  # a Sunday, the DST day
+    day = period_range("day", now, BERLIN)
+    assert day == (
+        datetime(2025, 3, 30, tzinfo=BERLIN).astimezone(UTC),
+        now.astimezone(UTC),
+    )
+    prev_day = period_range("day", now, BERLIN, previous=True)
+    assert prev_day == (at(2025, 3, 28, 23), at(2025, 3, 29, 23))
+    week = period_range("week", now, BERLIN, previous=True)
+    assert week == (at(2025, 3, 16, 23), at(2025, 3, 23, 23))
+    month = period_range("month", now, BERLIN, previous=True)
+    assert month == (at(2025, 1, 31, 23), at(2025, 2, 28, 23))
+    assert period_range("month", now, BERLIN)[0] == at(2025, 2, 28, 23)
+
+
+# -- renderers -----------------------------------------------------------------------
+
+
+def test_csv_json_and_table_agree_with_the_report():
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    intervals = (
+        steady(1, start, end, 100.0)
+        + steady(2, start, end, 50.0)
+        + steady(4, start, end, 10.0)
+    )
+    report = build_report(config(), intervals, start, end, by="rack")
+    rows = list(csv.DictReader(io.StringIO(render_csv(report))))
+    assert [r["group"] for r in rows] == ["rack-a", "rack-b", "(unassigned)", "total"]
+    assert rows[-1]["kind"] == "total"
+    assert float(rows[-1]["it_kwh"]) == pytest.approx(report.total.it_kwh)
+    assert float(rows[0]["cost"]) == pytest.approx(report.group("rack-a").cost)
+    assert rows[0]["currency"] == "EUR"
+    data = json.loads(render_json(report))
+    assert data["total"]["it_kwh"] == pytest.approx(report.total.it_kwh)
+    assert len(data["total"]["days"]) == 1
+    assert len(data["total"]["hours"]) == 24
+    assert data["groups"][0]["sensor_kwh"] == {
+        "web-1": pytest.approx(2.4),
+        "web-2": pytest.approx(1.2),
+    }
+    table = render_table(report)
+    assert "rack-a" in table
+    assert format_money(report.total.cost, "EUR") in table
+    assert format_money(61.8, "USD") == "$61.80"
+    assert format_money(1234.5, "CHF") == "1,234.50 CHF"
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+def test_store_adapter_yields_the_stored_energy(tmp_path: Path):
+    from wattd.store import Store
+
+    start, end = at(2025, 3, 5, 10, 50), at(2025, 3, 5, 12, 10)
+    readings = random_readings(3, start, end)
+    store = Store.open(tmp_path / "wattd.sqlite")
+    try:
+        store.insert_readings(readings)
+        intervals = list(
+            intervals_from_store(
+                store, start - timedelta(hours=1), end + timedelta(hours=1)
+            )
+        )
+    finally:
+        store.close()
+    assert math.fsum(i.wh for i in intervals) == pytest.approx(
+        math.fsum(r.wh_delta for r in readings), rel=1e-9
+    )
+    assert sum(i.readings for i in intervals) == len(readings)
+    report = build_report(
+        config(), intervals, start - timedelta(hours=1), end + timedelta(hours=1)
+    )
+    assert report.total.it_kwh == pytest.approx(
+        math.fsum(r.wh_delta for r in readings) / 1000
+    )
+
+
+def test_jsonl_readings_become_intervals(tmp_path: Path):
+    start = at(2025, 3, 5, 10)
+    readings = [
+        make_reading(1, start + timedelta(seconds=2 * i), 100.0, 0.0, 50.0 + i * 0.05)
+        for i in range(10)
+    ]
+    path = tmp_path / "readings.jsonl"
+    path.write_text(
+        "\n".join(json.dumps(r.to_json_dict()) for r in reversed(readings)) + "\n"
+    )
+    intervals = intervals_from_jsonl(path)
+    assert math.fsum(i.wh for i in intervals) == pytest.approx(0.45)
+    path.write_text('{"time": "2025-03-05T10:00:00Z", "sensor": 1}\n')
+    with pytest.raises(TariffError, match=r"readings.jsonl:1"):
+        intervals_from_jsonl(path)

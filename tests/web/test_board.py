@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from wattd.config import Config
+from wattd.frames import FrameDecoder
+from wattd.iosample import IoSampleFrame
+from wattd.readings import Flag, FrameRecord, Reading
+from wattd.simulate import MeterModel, ResistiveLoad, Simulator
+from wattd.web.board import LiveBoard, local_day_start
+
+
+def config(**extra: Any) -> Config:
+    data: dict[str, Any] = {
+        "sensors": [
+            {"address": 1, "name": "a", "rack": "R1", "customer": "acme"},
+            {"address": 2, "name": "b", "rack": "R1", "customer": "globex"},
+            {"address": 3, "name": "c", "rack": "R2", "customer": "acme",
+             "current_zero": 480.5},
+        ],
+    }  # fmt: skip
+    data.update(extra)
+    return Config.model_validate(data)
+
+
+def reading(sensor: int, at: datetime, *, watts: float, wh_delta: float,
+            **kw: Any) -> Reading:  # fmt: skip
+    base: dict[str, Any] = {
+        "sensor": sensor,
+        "name": f"s{sensor}",
+        "time": at,
+        "monotonic_s": at.timestamp(),
+        "watts": watts,
+        "va": watts,
+        "vrms": 120.0,
+        "irms": watts / 120.0,
+        "power_factor": 1.0,
+        "wh_total": 1000.0,
+        "wh_delta": wh_delta,
+        "rssi_dbm": -60,
+    }
+    base.update(kw)
+    return Reading(**base)
+
+
+T0 = datetime(2024, 3, 9, 12, 0, tzinfo=UTC)
+
+
+def test_today_sums_deltas_and_splits_the_one_straddling_midnight() -> None:
+    board = LiveBoard(config(tariffs={"timezone": "America/New_York"}))
+    tz_midnight = local_day_start(T0, board._tz)  # 05:00 UTC in March (EST)
+    assert tz_midnight == datetime(2024, 3, 9, 5, 0, tzinfo=UTC)
+    board.add(reading(1, tz_midnight - timedelta(seconds=30), watts=60, wh_delta=2.0))
+    board.add(reading(1, tz_midnight - timedelta(seconds=10), watts=60, wh_delta=3.0))
+    assert board.today_wh(1, tz_midnight - timedelta(seconds=1)) == pytest.approx(5.0)
+    # 20 s interval, 10 s of it after midnight: half of the 4 Wh is today's.
+    board.add(reading(1, tz_midnight + timedelta(seconds=10), watts=60, wh_delta=4.0))
+    board.add(reading(1, tz_midnight + timedelta(seconds=30), watts=60, wh_delta=1.5))
+    assert board.today_wh(1, tz_midnight + timedelta(minutes=1)) == pytest.approx(3.5)
+    card = board.sensor_json(1)
+    assert card["kwh_today"] == pytest.approx(0.0035)
+    # Days roll over at each local midnight; 2024-03-10 is 23 h long (the
+    # clocks go forward), so the midnight after it is at 04:00 UTC.
+    for midnight in (
+        datetime(2024, 3, 10, 5, 0, tzinfo=UTC),
+        datetime(2024, 3, 11, 4, 0, tzinfo=UTC),
+    ):
+        board.add(reading(1, midnight - timedelta(seconds=5), watts=60, wh_delta=0.2))
+        board.add(reading(1, midnight + timedelta(seconds=15), watts=60, wh_delta=2.0))
+        later = midnight + timedelta(seconds=20)
+        assert board.today_wh(1, later) == pytest.approx(1.5), midnight
+
+
+def test_seed_from_the_store_adds_to_later_readings() -> None:
+    board = LiveBoard(config())
+    board.seed_today({1: 120.0, 9: 3.0}, as_of=T0)
+    board.add(reading(1, T0 + timedelta(seconds=2), watts=100, wh_delta=0.5))
+    assert board.today_wh(1, T0 + timedelta(seconds=3)) == pytest.approx(120.5)
+    # A sensor that is neither configured nor heard yet but has stored energy.
+    assert 9 in board.sensors()
+    assert board.sensor_json(9)["kwh_today"] == pytest.approx(0.003)
+    # Stored energy of yesterday does not count tomorrow.
+    assert board.today_wh(1, T0 + timedelta(days=1)) == 0.0
+
+
+def test_cards_totals_and_changes() -> None:
+    board = LiveBoard(config())
+    assert board.take_changed()  # every configured sensor starts as changed
+    assert board.take_changed() == []
+    board.add(
+        reading(1, T0, watts=100.0, wh_delta=1.0, cost_today=0.12, currency="EUR")
+    )
+    board.add(reading(2, T0, watts=50.5, wh_delta=2.0, flags=frozenset({Flag.CLIPPED})))
+    board.add(reading(3, T0, watts=10.0, wh_delta=3.0, cost_today=0.01, currency="EUR"))
+    board.add(reading(7, T0, watts=1.0, wh_delta=0.0, labels={"rack": "R9"}))
+    changed = board.take_changed()
+    assert [c["sensor"] for c in changed] == [1, 2, 3, 7]
+    assert board.take_changed() == []
+    card = board.sensor_json(2)
+    assert card["name"] == "b"
+    assert card["rack"] == "R1"
+    assert card["flags"] == ["clipped"]
+    assert card["configured"] is True
+    unknown = board.sensor_json(7)
+    assert unknown["configured"] is False
+    assert unknown["name"] == "s7"  # the reading's name for an unconfigured meter
+    assert unknown["rack"] == "R9"
+    totals = board.totals(T0)
+    assert totals["all"]["sensors"] == 4
+    assert totals["all"]["watts"] == pytest.approx(161.5)
+    assert totals["racks"]["R1"]["watts"] == pytest.approx(150.5)
+    assert totals["racks"]["R1"]["kwh_today"] == pytest.approx(0.003)
+    assert totals["customers"]["acme"]["cost_today"] == pytest.approx(0.13)
+    assert totals["customers"]["acme"]["currency"] == "EUR"
+    assert totals["customers"]["globex"]["cost_today"] is None
+    # A configured sensor that was never heard still gets a card.
+    fresh = LiveBoard(config())
+    assert [c["sensor"] for c in fresh.full()] == [1, 2, 3]
+    assert fresh.sensor_json(3)["time_ms"] is None
+
+
+def test_older_readings_do_not_replace_newer_ones() -> None:
+    board = LiveBoard(config())
+    board.add(reading(1, T0, watts=100.0, wh_delta=1.0))
+    board.add(reading(1, T0 - timedelta(seconds=5), watts=5.0, wh_delta=1.0))
+    assert board.sensor_json(1)["watts"] == 100.0
+
+
+def test_waveform_is_the_last_io_frame_decoded() -> None:
+    board = LiveBoard(config())
+    model = MeterModel.with_quirks(3, ResistiveLoad(watts=200.0), seed=2)
+    sim = Simulator([model], seed=2, api_mode=2)
+    frames = [sim.next_frame() for _ in range(3)]
+    for f in frames:
+        board.add_frame(FrameRecord(time=T0, port="p", api_mode=2, kind="io",
+                                    raw=f.frame, sensor=3))  # fmt: skip
+    board.add_frame(FrameRecord(time=T0, port="p", api_mode=2, kind="bad_checksum",
+                                raw=b"\x7e\x00", sensor=None))  # fmt: skip
+    wave = board.waveform(3)
+    assert wave is not None
+    assert wave["voltage_counts"] == list(frames[-1].voltage_counts)
+    assert wave["current_counts"] == list(frames[-1].current_counts)
+    assert wave["current_zero"] == 480.5
+    assert wave["current_mean"] == pytest.approx(
+        sum(frames[-1].current_counts[1:]) / 18
+    )
+    decoded = FrameDecoder(2).feed(frames[-1].frame)
+    assert isinstance(decoded[0], IoSampleFrame)
+    assert wave["rssi_dbm"] == decoded[0].rssi_dbm
+    assert board.waveform(1) is None

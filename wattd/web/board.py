@@ -1,0 +1,351 @@
+"""What the dashboard shows: latest values per sensor, today's energy, last waveform.
+
+Sans-IO and cheap on the reading path: :meth:`LiveBoard.add` stores the reading,
+adds its energy to today's total and marks the sensor changed; everything
+heavier (JSON, waveform decoding, totals) happens only when a browser asks or
+when the pusher builds its once-a-second update.
+
+"Today" is the local day in the site calendar (``tariffs.timezone``). Energy
+is summed from each reading's ``wh_delta``; the part of a delta that straddles
+local midnight is split in proportion to time, as the store's rollups do. At
+start the totals are seeded from the store, so a restart does not zero them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo
+
+from wattd.frames import FrameDecoder
+from wattd.iosample import IoSampleFrame
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from wattd.config import Config, SensorConfig
+    from wattd.readings import FrameRecord, Reading
+    from wattd.snapshot import DaemonSnapshot
+
+__all__ = ["LiveBoard", "health_json", "local_day_start"]
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def local_day_start(moment: datetime, tz: ZoneInfo) -> datetime:
+    """The UTC instant of local midnight starting the day that holds ``moment``."""
+    local = moment.astimezone(tz)
+    midnight = datetime(local.year, local.month, local.day, tzinfo=tz)
+    return midnight.astimezone(UTC)
+
+
+def _ms(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def _num(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(value, digits)
+
+
+@dataclasses.dataclass(slots=True)
+class _Sensor:
+    reading: Reading | None = None
+    today_wh: float = 0.0
+    day_start: datetime | None = None
+    frame: FrameRecord | None = None
+
+
+class LiveBoard:
+    """Latest state of every sensor, as the dashboard presents it."""
+
+    def __init__(self, config: Config) -> None:
+        self._sensors: dict[int, _Sensor] = {}
+        self._changed: set[int] = set()
+        self._seed_as_of: datetime | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Take new sensor metadata and calendar; values are kept."""
+        self._config = config
+        self._sensor_cfg: dict[int, SensorConfig] = config.sensor_map()
+        tz = ZoneInfo(config.tariffs.timezone)
+        if getattr(self, "_tz", None) != tz:
+            self._tz = tz
+            self._day_start = _EPOCH
+            self._next_day_start = _EPOCH
+        self._changed.update(self._sensor_cfg)
+
+    # -- the reading path (cheap) ----------------------------------------------
+
+    def add(self, reading: Reading) -> None:
+        """Take one reading (arrival order)."""
+        sensor = reading.sensor
+        state = self._sensors.get(sensor)
+        if state is None:
+            state = self._sensors[sensor] = _Sensor()
+        t = reading.time
+        if not self._day_start <= t < self._next_day_start:
+            self._roll_day(t)
+        day_start = self._day_start if t >= self._day_start else None
+        if day_start is None:
+            day_start = local_day_start(t, self._tz)  # an old reading: rare
+        delta = reading.wh_delta if math.isfinite(reading.wh_delta) else 0.0
+        previous = state.reading
+        if state.day_start == day_start:
+            state.today_wh += delta
+        elif state.day_start is None or state.day_start < day_start:
+            state.today_wh = delta * self._share_after(day_start, previous, t)
+            state.day_start = day_start
+        # else: a reading from a day already closed; today's total is unaffected.
+        if previous is None or previous.time <= t:
+            state.reading = reading
+        self._changed.add(sensor)
+
+    def add_frame(self, frame: FrameRecord) -> None:
+        """Keep an IO frame as its sensor's latest raw waveform."""
+        if frame.kind != "io" or frame.sensor is None:
+            return
+        state = self._sensors.get(frame.sensor)
+        if state is None:
+            state = self._sensors[frame.sensor] = _Sensor()
+        state.frame = frame
+
+    def seed_today(self, wh_by_sensor: Mapping[int, float], *, as_of: datetime) -> None:
+        """Start today's totals from stored energy (up to ``as_of``).
+
+        Readings the board already took after ``as_of`` are kept on top.
+        """
+        day_start = local_day_start(as_of, self._tz)
+        self._seed_as_of = as_of
+        for sensor, wh in wh_by_sensor.items():
+            state = self._sensors.get(sensor)
+            if state is None:
+                state = self._sensors[sensor] = _Sensor()
+            if state.day_start is None or state.day_start < day_start:
+                state.today_wh = 0.0
+                state.day_start = day_start
+            if state.day_start == day_start:
+                state.today_wh += wh
+            self._changed.add(sensor)
+
+    def _roll_day(self, t: datetime) -> None:
+        start = local_day_start(t, self._tz)
+        if start < self._day_start:
+            return  # an old reading; keep the current day
+        self._day_start = start
+        # The next local midnight, found from noon tomorrow so DST days work.
+        noon = (start + timedelta(hours=36)).astimezone(self._tz)
+        self._next_day_start = local_day_start(noon, self._tz)
+
+    @staticmethod
+    def _share_after(
+        day_start: datetime, previous: Reading | None, t: datetime
+    ) -> float:
+        """The share of the time since ``previous`` that falls after midnight."""
+        if previous is None or previous.time >= day_start or previous.time >= t:
+            return 1.0
+        return (t - day_start) / (t - previous.time)
+
+    # -- views -----------------------------------------------------------------
+
+    def take_changed(self) -> list[dict[str, Any]]:
+        """JSON of the sensors changed since the last call (and forget them)."""
+        changed, self._changed = self._changed, set()
+        return [self.sensor_json(s) for s in sorted(changed)]
+
+    def sensors(self) -> list[int]:
+        """Every sensor heard or configured."""
+        return sorted(set(self._sensors) | set(self._sensor_cfg))
+
+    def full(self) -> list[dict[str, Any]]:
+        """JSON of every sensor heard or configured."""
+        return [self.sensor_json(s) for s in self.sensors()]
+
+    def today_wh(self, sensor: int, now: datetime) -> float | None:
+        """Energy of ``sensor`` since local midnight, if the board has any."""
+        state = self._sensors.get(sensor)
+        if state is None or state.day_start is None:
+            return None
+        if state.day_start != local_day_start(now, self._tz):
+            return 0.0
+        return state.today_wh
+
+    def sensor_json(self, sensor: int) -> dict[str, Any]:
+        """One card's data."""
+        cfg = self._sensor_cfg.get(sensor)
+        state = self._sensors.get(sensor) or _Sensor()
+        r = state.reading
+        labels: Mapping[str, str] = (
+            cfg.metadata() if cfg else r.labels if r is not None else {}
+        )
+        out: dict[str, Any] = {
+            "sensor": sensor,
+            "name": cfg.display_name if cfg else (r.name if r else f"sensor-{sensor}"),
+            "configured": cfg is not None,
+            "rack": labels.get("rack"),
+            "customer": labels.get("customer"),
+            "location": labels.get("location"),
+            "kwh_today": None
+            if state.day_start is None
+            else round(state.today_wh / 1000.0, 6),
+            "day_start_ms": None if state.day_start is None else _ms(state.day_start),
+            "has_waveform": state.frame is not None,
+        }
+        if r is None:
+            out["time_ms"] = None
+            return out
+        out.update(
+            time_ms=_ms(r.time),
+            port=r.port,
+            watts=_num(r.watts, 2),
+            va=_num(r.va, 2),
+            vrms=_num(r.vrms, 2),
+            irms=_num(r.irms, 4),
+            pf=_num(r.power_factor, 3),
+            wh_total=_num(r.wh_total, 3),
+            rssi_dbm=r.rssi_dbm,
+            flags=sorted(r.flags),
+            cost_today=_num(r.cost_today, 4),
+            cost_per_hour=_num(r.cost_per_hour, 5),
+            currency=r.currency,
+            price_band=r.price_band,
+        )
+        return out
+
+    def totals(self, now: datetime) -> dict[str, Any]:
+        """Sums over all sensors, per rack and per customer."""
+        groups: dict[str, dict[str, dict[str, Any]]] = {"rack": {}, "customer": {}}
+        overall = _new_total()
+        for sensor in self.sensors():
+            card = self.sensor_json(sensor)
+            if card["kwh_today"] is not None and card["day_start_ms"] != _ms(
+                local_day_start(now, self._tz)
+            ):
+                card["kwh_today"] = 0.0  # no reading since midnight yet
+            _accumulate(overall, card)
+            for key, by_value in groups.items():
+                value = card.get(key)
+                if value:
+                    _accumulate(by_value.setdefault(value, _new_total()), card)
+        return {
+            "all": overall,
+            "racks": groups["rack"],
+            "customers": groups["customer"],
+        }
+
+    def waveform(self, sensor: int) -> dict[str, Any] | None:
+        """The last IO frame's samples (counts and calibrated units), if any."""
+        state = self._sensors.get(sensor)
+        if state is None or state.frame is None:
+            return None
+        record = state.frame
+        decoder = FrameDecoder(record.api_mode)
+        frame = next(
+            (e for e in decoder.feed(record.raw) if isinstance(e, IoSampleFrame)), None
+        )
+        if frame is None:
+            return None
+        cfg = self._sensor_cfg.get(sensor)
+        cal = (cfg or _default_sensor(sensor)).calibration(self._config.mains)
+        voltage = list(frame.channel(cal.voltage_channel))
+        current = list(frame.channel(cal.current_channel))
+        r = state.reading
+        interval = r.sample_interval_ms if r and r.sample_interval_ms else None
+        kept_v = voltage[1:]
+        v_zero = cal.voltage_zero
+        if v_zero is None and kept_v:
+            v_zero = sum(kept_v) / len(kept_v)
+        kept_i = current[1:]
+        return {
+            "sensor": sensor,
+            "time_ms": _ms(record.time),
+            "rssi_dbm": frame.rssi_dbm,
+            "voltage_channel": cal.voltage_channel,
+            "current_channel": cal.current_channel,
+            "voltage_counts": voltage,
+            "current_counts": current,
+            "current_zero": cal.current_zero,
+            "current_mean": sum(kept_i) / len(kept_i) if kept_i else None,
+            "voltage_zero": v_zero,
+            "counts_per_amp": cal.counts_per_amp,
+            "counts_per_volt": cal.counts_per_volt,
+            "sample_interval_ms": interval,
+            "watts": _num(r.watts, 2) if r else None,
+            "vrms": _num(r.vrms, 2) if r else None,
+            "irms": _num(r.irms, 4) if r else None,
+        }
+
+
+def _default_sensor(address: int) -> SensorConfig:
+    from wattd.config import SensorConfig
+
+    return SensorConfig(address=address)
+
+
+def _new_total() -> dict[str, Any]:
+    return {"sensors": 0, "watts": 0.0, "kwh_today": 0.0, "cost_today": None}
+
+
+def _accumulate(total: dict[str, Any], card: Mapping[str, Any]) -> None:
+    total["sensors"] += 1
+    total["watts"] = round(total["watts"] + (card.get("watts") or 0.0), 2)
+    total["kwh_today"] = round(total["kwh_today"] + (card.get("kwh_today") or 0.0), 6)
+    cost = card.get("cost_today")
+    if cost is not None:
+        total["cost_today"] = round((total["cost_today"] or 0.0) + cost, 4)
+        total["currency"] = card.get("currency")
+
+
+def health_json(snap: DaemonSnapshot, *, stale_after_s: float) -> dict[str, Any]:
+    """The health panel: ports, decoder errors, sinks and spool backlogs."""
+    return {
+        "version": snap.version,
+        "uptime_s": round(snap.uptime_s, 1),
+        "readings_total": snap.readings_total,
+        "frames_per_s": round(snap.frames_per_s, 2),
+        "sensors_total": len(snap.sensors),
+        "sensors_seen": snap.sensors_seen(stale_after_s),
+        "last_reload_error": snap.last_reload_error,
+        "state_save_error": snap.state_save_error,
+        "ports": [
+            {
+                "name": p.name,
+                "device": p.device,
+                "connected": p.connected,
+                "frames_per_s": round(p.frames_per_s, 2),
+                "frames_ok": p.frames_ok,
+                "bad_checksum": p.bad_checksum,
+                "rejected": sum(p.rejected.values()),
+                "garbage_bytes": p.garbage_bytes,
+                "outages": p.outages,
+                "last_error": p.last_error,
+            }
+            for p in snap.ports
+        ],
+        "sinks": [
+            {
+                "name": s.name,
+                "started": s.started,
+                "queue_depth": s.queue_depth,
+                "queue_capacity": s.queue_capacity,
+                "written": s.written,
+                "dropped": s.dropped + s.frames_dropped,
+                "errors": s.errors,
+                "spool_depth": _backlog(s.extra),
+                "last_error": s.last_error,
+            }
+            for s in snap.sinks
+        ],
+    }
+
+
+def _backlog(extra: Mapping[str, float]) -> float | None:
+    for key in ("spool_depth", "backlog"):
+        if key in extra:
+            return extra[key]
+    return None

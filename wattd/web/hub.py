@@ -1,0 +1,99 @@
+"""Server-sent events: one bounded mailbox per open dashboard.
+
+The pusher formats each update once and drops the bytes into every client's
+mailbox; it never waits for a slow browser. A mailbox that overflows is
+emptied and flagged, and that client's next message is a full snapshot
+instead: it skips the updates it could not take, never the current values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from typing import Any, Final
+
+__all__ = ["Client", "EventHub", "format_event"]
+
+MAILBOX_SIZE: Final = 32
+"""Updates held for one browser (~30 s at the default push interval)."""
+
+
+def format_event(event: str, data: Any) -> bytes:
+    """One SSE message: ``event:`` line, a single-line JSON ``data:``, blank line."""
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return f"event: {event}\ndata: {body}\n\n".encode()
+
+
+class Client:
+    """One open event stream."""
+
+    def __init__(self, size: int) -> None:
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._size = size
+        self._wake = asyncio.Event()
+        self.closed = False
+        self.needs_snapshot = False
+        self.overflows = 0
+
+    def put(self, message: bytes) -> None:
+        """Queue a message; on overflow, drop everything and ask for a resync."""
+        if len(self._queue) >= self._size:
+            self._queue.clear()
+            self.needs_snapshot = True
+            self.overflows += 1
+        else:
+            self._queue.append(message)
+        self._wake.set()
+
+    def close(self) -> None:
+        """End the stream at the client's next wake-up."""
+        self.closed = True
+        self._wake.set()
+
+    async def next(self, timeout_s: float) -> bytes | None:
+        """The next message; ``b""`` after ``timeout_s`` idle, None once closed."""
+        if not self._queue and not self.closed and not self.needs_snapshot:
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout_s)
+            except TimeoutError:
+                return b""
+        if self.closed:
+            return None
+        if self._queue:
+            return self._queue.popleft()
+        return b""
+
+
+class EventHub:
+    """The set of open event streams."""
+
+    def __init__(self, mailbox_size: int = MAILBOX_SIZE) -> None:
+        self._mailbox_size = mailbox_size
+        self._clients: set[Client] = set()
+
+    @property
+    def clients(self) -> int:
+        """How many streams are open."""
+        return len(self._clients)
+
+    def subscribe(self) -> Client:
+        """Open a stream."""
+        client = Client(self._mailbox_size)
+        self._clients.add(client)
+        return client
+
+    def unsubscribe(self, client: Client) -> None:
+        """Forget a stream (its handler ended)."""
+        self._clients.discard(client)
+
+    def publish(self, message: bytes) -> None:
+        """Hand one formatted message to every stream."""
+        for client in self._clients:
+            client.put(message)
+
+    def close(self) -> None:
+        """End every stream (shutdown)."""
+        for client in self._clients:
+            client.close()
