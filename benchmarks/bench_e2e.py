@@ -25,6 +25,10 @@ Reported per fleet size:
 * latency: the k-th MQTT message of a meter is matched with the k-th frame
   written for it; p50/p99 of (message received - frame written);
 * RSS: the daemon's resident set at the end and its peak (VmHWM).
+
+All along, a dashboard is open on the event stream and /metrics is scraped
+every 5 s, so the web side does its real work too. ``--profile DIR`` runs the
+daemon under cProfile (event loop thread) to find where the time goes.
 """
 
 from __future__ import annotations
@@ -74,14 +78,19 @@ def free_port() -> int:
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((LOOPBACK, port), 0.2):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((LOOPBACK, port), 0.2),
+        ):
             return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {LOOPBACK}:{port}")
 
 
 def binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         raise SystemExit(f"{name} is not installed; `bash .ci/test` installs it")
     return path
@@ -142,7 +151,9 @@ def mosquitto(workdir: Path, *, persistent: bool = False) -> Service:
         conf.append("persistence false")
     path = workdir / "mosquitto.conf"
     path.write_text("\n".join(conf) + "\n")
-    return Service([binary("mosquitto"), "-c", str(path)], port, workdir / "mosquitto.log")
+    return Service(
+        [binary("mosquitto"), "-c", str(path)], port, workdir / "mosquitto.log"
+    )
 
 
 class Victoria(Service):
@@ -153,20 +164,29 @@ class Victoria(Service):
         port = free_port()
         self.url = f"http://{LOOPBACK}:{port}"
         super().__init__(
-            [binary("victoria-metrics"), f"-httpListenAddr={LOOPBACK}:{port}",
-             f"-storageDataPath={workdir / 'data'}", "-retentionPeriod=100y",
-             "-search.disableCache", "-loggerLevel=ERROR"],
-            port, workdir / "victoria.log",
-        )  # fmt: skip
+            [
+                binary("victoria-metrics"),
+                f"-httpListenAddr={LOOPBACK}:{port}",
+                f"-storageDataPath={workdir / 'data'}",
+                "-retentionPeriod=100y",
+                "-search.disableCache",
+                "-loggerLevel=ERROR",
+            ],
+            port,
+            workdir / "victoria.log",
+        )
 
     def start(self) -> None:
         super().start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return
+            url = f"{self.url}/health"
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(url, timeout=1) as resp,  # noqa: S310
+            ):
+                if resp.status == 200:
+                    return
             time.sleep(0.1)
         raise RuntimeError("victoria-metrics did not become healthy")
 
@@ -176,7 +196,8 @@ class Victoria(Service):
             pass
         body = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}'}).encode()
         counts: dict[str, int] = collections.Counter()
-        with urllib.request.urlopen(f"{self.url}/api/v1/export", data=body, timeout=60) as resp:  # noqa: S310
+        url = f"{self.url}/api/v1/export"
+        with urllib.request.urlopen(url, data=body, timeout=60) as resp:  # noqa: S310
             for line in resp:
                 if line.strip():
                     row = json.loads(line)
@@ -193,16 +214,18 @@ def sensors_config(meters: list[MeterModel]) -> list[dict[str, Any]]:
     out = []
     for m in meters:
         cal = m.calibration_values()
-        out.append({
-            "address": m.address,
-            "name": f"meter-{m.address}",
-            "current_zero": float(cal["current_zero"]),
-            "counts_per_amp": float(cal["counts_per_amp"]),
-            "counts_per_volt": float(cal["counts_per_volt"]),
-            "voltage_zero": float(cal["voltage_zero"]),
-            "rack": racks[m.address % len(racks)],
-            "customer": f"cust-{m.address % 5}",
-        })  # fmt: skip
+        out.append(
+            {
+                "address": m.address,
+                "name": f"meter-{m.address}",
+                "current_zero": float(cal["current_zero"]),
+                "counts_per_amp": float(cal["counts_per_amp"]),
+                "counts_per_volt": float(cal["counts_per_volt"]),
+                "voltage_zero": float(cal["voltage_zero"]),
+                "rack": racks[m.address % len(racks)],
+                "customer": f"cust-{m.address % 5}",
+            }
+        )
     return out
 
 
@@ -267,10 +290,14 @@ class Daemon:
         with self.log_path.open("ab") as out:
             # cProfile sees the event loop thread, which does the per-frame work.
             prof = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
+            argv = [sys.executable, *prof, "-m", "wattd", "run"]
             self.proc = subprocess.Popen(
-                [sys.executable, *prof, "-m", "wattd", "run", "--config", str(self.config_path)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-            )  # fmt: skip
+                [*argv, "--config", str(self.config_path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
@@ -319,7 +346,7 @@ def wait_ready(daemon: Daemon, web_port: int, timeout: float = 30) -> None:
     while True:
         with contextlib.suppress(OSError):
             url = f"http://{LOOPBACK}:{web_port}/healthz"
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310
+            with urllib.request.urlopen(url, timeout=1):
                 return
         if daemon.proc is not None and daemon.proc.poll() is not None:
             raise RuntimeError(f"wattd exited:\n{daemon.tail()}")
@@ -332,7 +359,9 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The daemon's /metrics as {(sample name, labels): value}."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/metrics", timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(
+        f"http://{LOOPBACK}:{port}/metrics", timeout=10
+    ) as resp:
         text = resp.read().decode()
     return {
         (s.name, frozenset(s.labels.items())): s.value
@@ -353,7 +382,9 @@ def store_counts(path: Path) -> dict[int, int]:
 # -- feeding and subscribing --------------------------------------------------------
 
 
-def make_frames(meters: list[MeterModel], count: int, *, seed: int = 1, **sim_kw: Any) -> list[tuple[int, bytes]]:
+def make_frames(
+    meters: list[MeterModel], count: int, *, seed: int = 1, **sim_kw: Any
+) -> list[tuple[int, bytes]]:
     """``count`` frames in simulated time order as (sensor, wire bytes)."""
     sim = Simulator(meters, seed=seed, **sim_kw)
     out = []
@@ -369,7 +400,9 @@ class Feeder(threading.Thread):
     def __init__(self, fd: int, frames: list[tuple[int, bytes]], rate: float) -> None:
         super().__init__(name="feeder", daemon=True)
         self.fd, self.frames, self.rate = fd, frames, rate
-        self.sent: dict[int, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.sent: dict[int, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
         self.count = 0
         self.started_at = 0.0
         self.finished_at = 0.0
@@ -385,11 +418,11 @@ class Feeder(threading.Thread):
             if due <= i:
                 time.sleep(min(0.005, (i + 1 - due) / self.rate + 0.0005))
                 continue
-            batch = self.frames[i:min(due, n)]
+            batch = self.frames[i : min(due, n)]
             data = b"".join(b for _, b in batch)
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
             now = time.time()
             with self.lock:
                 for sensor, _ in batch:
@@ -408,7 +441,11 @@ class Subscriber:
     feeder: Feeder | None = None
     counts: collections.Counter[int] = field(default_factory=collections.Counter)
     latencies: list[float] = field(default_factory=list)
-    times: dict[int, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    times: dict[int, list[tuple[str, float]]] = field(
+        default_factory=lambda: collections.defaultdict(list)
+    )
+    """(time, watts) of every message per sensor, when ``keep_times``: two
+    readings of one sensor read in the same chunk share a time, not a value."""
     keep_times: bool = False
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     client_id: str | None = None
@@ -434,13 +471,53 @@ class Subscriber:
         sensor = int(doc["sensor"])
         self.counts[sensor] += 1
         if self.keep_times:
-            self.times[sensor].append(doc["time"])
+            self.times[sensor].append((doc["time"], doc.get("watts")))
         if self.feeder is not None:
             with self.feeder.lock:
                 queue = self.feeder.sent.get(sensor)
                 written = queue.popleft() if queue else None
             if written is not None:
                 self.latencies.append(received - written)
+
+
+async def web_clients(port: int, stop: asyncio.Event) -> int:
+    """A dashboard left open and Prometheus scraping every 5 s, until ``stop``.
+
+    Both run outside this process's event loop (curl, and a plain fetch in a
+    thread), so they cannot delay the MQTT receive times measured here.
+    Returns how many server-sent events the dashboard received.
+    """
+    fd, events_path = tempfile.mkstemp(prefix="wattd-sse-")
+    os.close(fd)
+    events = Path(events_path)
+    viewer = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
+        [binary("curl"), "-sN", "-o", events_path,
+         f"http://{LOOPBACK}:{port}/api/events"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def fetch_metrics() -> None:
+        url = f"http://{LOOPBACK}:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            resp.read()
+
+    try:
+        while not stop.is_set():
+            await asyncio.to_thread(fetch_metrics)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+    finally:
+        viewer.terminate()
+        viewer.wait(5)
+    text = await asyncio.to_thread(events.read_bytes)
+    await asyncio.to_thread(events.unlink)
+    return text.count(b"\nevent: ") + text.startswith(b"event: ")
+
+
+async def no_clients(stop: asyncio.Event) -> int:
+    """Stand-in for :func:`web_clients` when the web side should stay idle."""
+    await stop.wait()
+    return 0
 
 
 # -- one benchmark run ---------------------------------------------------------------
@@ -461,10 +538,17 @@ class Result:
     latency_p99_ms: float
     rss_mb: float
     peak_rss_mb: float
+    dashboard_events: int
 
 
 async def bench_one(
-    n_sensors: int, rate: float, duration: float, workdir: Path, *, profile: Path | None = None
+    n_sensors: int,
+    rate: float,
+    duration: float,
+    workdir: Path,
+    *,
+    profile: Path | None = None,
+    web_clients_on: bool = True,
 ) -> Result:
     meters = varied_meters(n_sensors, seed=n_sensors)
     frames = make_frames(meters, int(rate * duration))
@@ -476,9 +560,13 @@ async def bench_one(
     tty.setraw(slave)
     web_port = free_port()
     config = daemon_config(
-        workdir, os.ttyname(slave), meters,
-        broker_port=broker.port, victoria_url=tsdb.url, web_port=web_port,
-    )  # fmt: skip
+        workdir,
+        os.ttyname(slave),
+        meters,
+        broker_port=broker.port,
+        victoria_url=tsdb.url,
+        web_port=web_port,
+    )
     daemon = Daemon(config, workdir, profile=profile)
     sub_task: asyncio.Task[None] | None = None
     try:
@@ -488,19 +576,27 @@ async def bench_one(
         sub = Subscriber(broker.port, "bench/+/state", feeder=feeder)
         sub_task = asyncio.create_task(sub.run())
         await asyncio.wait_for(sub.ready.wait(), 10)
+        stop_web = asyncio.Event()
+        web_task = asyncio.create_task(
+            web_clients(web_port, stop_web) if web_clients_on else no_clients(stop_web)
+        )
         await asyncio.sleep(1.0)  # let start-up work settle
         cpu0 = daemon.cpu_s()
         feeder.start()
         await asyncio.to_thread(feeder.join)
         fed_rate = feeder.count / (feeder.finished_at - feeder.started_at)
         deadline = time.monotonic() + 120
-        while sum(sub.counts.values()) < feeder.count and time.monotonic() < deadline:
+        # Polls a counter the subscriber task advances.
+        while sum(sub.counts.values()) < feeder.count and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         cpu1 = daemon.cpu_s()
         rss, _ = daemon.memory()
+        stop_web.set()
+        dashboard_events = await web_task
         metrics = await asyncio.to_thread(scrape, web_port)
         decoded = metrics.get(
-            ("wattd_frames_total", frozenset({("port", "bench"), ("result", "ok")})), 0.0
+            ("wattd_frames_total", frozenset({("port", "bench"), ("result", "ok")})),
+            0.0,
         )
         influx = {}
         while time.monotonic() < deadline:
@@ -540,39 +636,57 @@ async def bench_one(
         latency_p99_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1),
         rss_mb=round(rss, 1),
         peak_rss_mb=round(peak, 1),
+        dashboard_events=dashboard_events,
     )
 
 
 def table(results: list[Result]) -> str:
-    head = ("| sensors | frames/s fed | frames | lost (store/MQTT/Influx/decoder) "
-            "| CPU µs/frame | MQTT latency p50 / p99 | RSS (peak) |")  # fmt: skip
+    head = (
+        "| sensors | frames/s fed | frames | lost (store/MQTT/Influx/decoder) "
+        "| CPU µs/frame | MQTT latency p50 / p99 | RSS (peak) |"
+    )
     lines = [head, "|---:|---:|---:|:---:|---:|---:|---:|"]
-    for r in results:
-        lines.append(
-            f"| {r.sensors:,} | {r.fed_rate:,.0f} | {r.frames:,} "
-            f"| {r.lost_store}/{r.lost_mqtt}/{r.lost_influx}/{r.lost_decoder} "
-            f"| {r.cpu_us_per_frame:.0f} | {r.latency_p50_ms:.0f} / {r.latency_p99_ms:.0f} ms "
-            f"| {r.rss_mb:.0f} MB ({r.peak_rss_mb:.0f}) |"
-        )
+    lines += [
+        f"| {r.sensors:,} | {r.fed_rate:,.0f} | {r.frames:,} "
+        f"| {r.lost_store}/{r.lost_mqtt}/{r.lost_influx}/{r.lost_decoder} "
+        f"| {r.cpu_us_per_frame:.0f} "
+        f"| {r.latency_p50_ms:.0f} / {r.latency_p99_ms:.0f} ms "
+        f"| {r.rss_mb:.0f} MB ({r.peak_rss_mb:.0f}) |"
+        for r in results
+    ]
     return "\n".join(lines)
 
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sensors", default="10,100,1000", help="fleet sizes, comma-separated")
+    parser.add_argument(
+        "--sensors", default="10,100,1000", help="fleet sizes, comma-separated"
+    )
     parser.add_argument("--rate", type=float, default=2000.0, help="frames/s to feed")
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of feeding per size")
+    parser.add_argument(
+        "--duration", type=float, default=20.0, help="seconds of feeding per size"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the work directories")
     parser.add_argument(
-        "--profile", type=Path, metavar="DIR",
+        "--no-web-clients",
+        action="store_true",
+        help="no open dashboard and no /metrics scraping during the run",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
         help="run the daemon under cProfile; writes DIR/wattd-<sensors>.prof",
-    )  # fmt: skip
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sensors.split(",")]
-    print(f"wattd end-to-end benchmark on {platform.node()}: Python {platform.python_version()},"
-          f" {os.cpu_count()} CPUs; {args.rate:g} frames/s for {args.duration:g} s per size",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"wattd end-to-end benchmark: Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs; {args.rate:g} frames/s for {args.duration:g} s"
+        " per fleet size",
+        file=sys.stderr,
+    )
     results = []
     for n in sizes:
         workdir = Path(tempfile.mkdtemp(prefix=f"wattd-bench-{n}-"))
@@ -580,7 +694,14 @@ async def main(argv: list[str] | None = None) -> int:
             prof = args.profile / f"wattd-{n}.prof" if args.profile else None
             if prof is not None:
                 prof.parent.mkdir(parents=True, exist_ok=True)
-            result = await bench_one(n, args.rate, args.duration, workdir, profile=prof)
+            result = await bench_one(
+                n,
+                args.rate,
+                args.duration,
+                workdir,
+                profile=prof,
+                web_clients_on=not args.no_web_clients,
+            )
         finally:
             if not args.keep:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -590,7 +711,8 @@ async def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     ok = all(
-        r.lost_store == r.lost_mqtt == r.lost_influx == r.lost_decoder == 0 for r in results
+        r.lost_store == r.lost_mqtt == r.lost_influx == r.lost_decoder == 0
+        for r in results
     )
     return 0 if ok else 1
 

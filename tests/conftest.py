@@ -10,7 +10,12 @@ import pytest
 from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.services import Mosquitto, VictoriaMetrics
 
-CAPTURES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tweetawatt-captures"
+CAPTURES = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "tweetawatt-captures"
+)
 
 
 @pytest.fixture(scope="session")

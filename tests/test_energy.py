@@ -158,7 +158,8 @@ def test_total_never_decreases(
 @settings(max_examples=100, deadline=None)
 @given(
     watts=st.floats(0.0, 3000.0),
-    gaps=st.lists(st.floats(0.01, 10.0), min_size=1, max_size=40),
+    # Below max_gap_s with room: summed float times can land a hair above it.
+    gaps=st.lists(st.floats(0.01, 9.9), min_size=1, max_size=40),
 )
 def test_constant_power_integrates_exactly(watts: float, gaps: list[float]) -> None:
     integrator = EnergyIntegrator(max_gap_s=10.0)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -332,3 +333,44 @@ async def test_metrics_of_a_running_daemon_match_its_readings(
     total = sum(1 for r in sink.received)
     assert value(fams["wattd_frames"], "_total", port="sim", result="ok") == total
     assert value(fams["wattd_sink_written"], "_total", sink="recorder") == total
+
+
+def library_exposition(snap: DaemonSnapshot, accept: str) -> bytes:
+    """The same families formatted entirely by prometheus-client."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, _ = choose_encoder(accept)
+    return encoder(build_registry(lambda: snap, process=False))
+
+
+def without_process(body: bytes) -> set[str]:
+    return {
+        line
+        for line in body.decode().splitlines()
+        if "process_" not in line and line != "# EOF"
+    }
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+def test_fast_sensor_lines_match_the_library_byte_for_byte(accept: str) -> None:
+    # Awkward label values (quotes, backslash, newline, non-ASCII), flags, a
+    # sensor without readings: the hand-written lines must equal the library's.
+    snap = snapshot()
+    odd = sensor(
+        sensor=0xFFFE,
+        name='odd "name" \\ with\nnewline \u2013 ü',
+        labels={"rack": 'r"1', "customer": "a\\b", "location": "ünï"},
+        flags=frozenset({Flag.CLIPPED, Flag.NEGATIVE_POWER}),
+        watts=-0.0,
+        wh_total=1e-12,
+        vrms=float("nan"),
+        power_factor=1.0,
+    )
+    snap = dataclasses.replace(snap, sensors=(*snap.sensors, odd))
+    fast, content_type = render(snap, accept)
+    slow = library_exposition(snap, accept)
+    assert without_process(fast) == without_process(slow)
+    if accept:
+        assert content_type.startswith("application/openmetrics-text")
+        assert fast.endswith(b"# EOF\n")
+        assert fast.count(b"# EOF") == 1

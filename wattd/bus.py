@@ -206,7 +206,8 @@ class SinkChannel:
         self._closing = True
         self._wake.set()
         try:
-            await asyncio.wait_for(self._flushed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._flushed.wait()
         except TimeoutError:
             lost = self.readings.discard_all()
             lost_frames = self.frames.discard_all()
@@ -225,7 +226,8 @@ class SinkChannel:
                     await task
         if self.started:
             try:
-                await asyncio.wait_for(self.sink.stop(), STOP_TIMEOUT_S)
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await self.sink.stop()
             except Exception as exc:
                 self._record_error("stop", exc)
 
@@ -243,7 +245,8 @@ class SinkChannel:
                 with contextlib.suppress(TimeoutError):
                     # Closing interrupts the wait: no point starting a sink
                     # that is about to be stopped.
-                    await asyncio.wait_for(self._wait_closing(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wait_closing()
                 delay = min(delay * 2, self._retry_max_s)
                 continue
             self.started = True

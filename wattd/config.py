@@ -85,6 +85,24 @@ def _secret_from_file(path: Path | None, field: str) -> SecretStr | None:
     return SecretStr(text)
 
 
+def _load_secret_pairs(model: BaseModel, fields: Sequence[str]) -> None:
+    """Fill each ``<field>`` from ``<field>_file``; both at once is an error.
+
+    A section switched off (``enabled: false``) reads no files, so a config can
+    keep a disabled section whose secret files do not exist on this host.
+    """
+    if getattr(model, "enabled", True) is False:
+        return
+    for value_field in fields:
+        file_field = f"{value_field}_file"
+        path = getattr(model, file_field)
+        if path is not None:
+            if getattr(model, value_field) is not None:
+                msg = f"give either {value_field} or {file_field}, not both"
+                raise ValueError(msg)
+            object.__setattr__(model, value_field, _secret_from_file(path, file_field))
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]+", "_", text.lower()).strip("_") or "wattd"
 
@@ -311,13 +329,7 @@ class MqttConfig(_Model):
 
     @model_validator(mode="after")
     def _load_password(self) -> Self:
-        if self.password_file is not None:
-            if self.password is not None:
-                msg = "give either password or password_file, not both"
-                raise ValueError(msg)
-            object.__setattr__(
-                self, "password", _secret_from_file(self.password_file, "password_file")
-            )
+        _load_secret_pairs(self, ("password",))
         if self.password is not None and self.username is None:
             msg = "a password needs a username as well"
             raise ValueError(msg)
@@ -355,13 +367,7 @@ class InfluxConfig(_Model):
 
     @model_validator(mode="after")
     def _load_secrets(self) -> Self:
-        for value_field, file_field in (("token", "token_file"), ("password", "password_file")):
-            path = getattr(self, file_field)
-            if path is not None:
-                if getattr(self, value_field) is not None:
-                    msg = f"give either {value_field} or {file_field}, not both"
-                    raise ValueError(msg)
-                object.__setattr__(self, value_field, _secret_from_file(path, file_field))
+        _load_secret_pairs(self, ("token", "password"))
         if self.enabled and self.bucket is None and self.database is None:
             msg = "set bucket (InfluxDB 2.x/3.x) or database (InfluxDB 1.8+)"
             raise ValueError(msg)
@@ -671,17 +677,6 @@ class LocationConfig(_Model):
     """Facility energy per unit of IT energy (cooling, power losses...)."""
     tariff: str | None = None
     description: str | None = None
-
-
-def _load_secret_pairs(model: BaseModel, fields: Sequence[str]) -> None:
-    for value_field in fields:
-        file_field = f"{value_field}_file"
-        path = getattr(model, file_field)
-        if path is not None:
-            if getattr(model, value_field) is not None:
-                msg = f"give either {value_field} or {file_field}, not both"
-                raise ValueError(msg)
-            object.__setattr__(model, value_field, _secret_from_file(path, file_field))
 
 
 def _require_secrets(model: BaseModel, fields: Sequence[str], what: str) -> None:

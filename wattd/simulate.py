@@ -952,7 +952,8 @@ async def pace_frames(
             await asyncio.sleep(delay)
         else:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop_event.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await stop_event.wait()
 
     def stopped() -> bool:
         return stop_event is not None and stop_event.is_set()

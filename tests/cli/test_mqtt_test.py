@@ -171,6 +171,9 @@ def test_tls_success_and_untrusted_certificate(
     plain = write_config(tmp_path, broker)
     assert run_check(plain) == 1
     assert "configure mqtt.tls" in capsys.readouterr().out
+    # insecure skips the certificate check (for testing setups only).
+    insecure = write_config(tmp_path, broker, tls={"insecure": True})
+    assert run_check(insecure) == 0
 
 
 async def test_a_running_daemon_is_not_disturbed(

@@ -319,6 +319,29 @@ async def test_wattd_run_publishes_reloads_and_its_will_reports_a_kill(
     assert (await retained(mosquitto, status))[status] == b"offline"
 
 
+async def test_wattd_run_sigterm_publishes_offline_itself(
+    mosquitto: Mosquitto, tmp_path: Path, pty: Pty, node: str
+) -> None:
+    """A clean stop fires no will, so the daemon must say offline itself."""
+    cfg: dict[str, Any] = {
+        "ports": [{"device": pty.path, "name": "sim"}],
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": config_data(tmp_path, mosquitto, node=node)["mqtt"],
+    }
+    daemon = DaemonProcess(write_config(tmp_path / "wattd.yaml", cfg))
+    status = f"wattd-{node}/{node}/status"
+    async with collecting(mosquitto, [status]) as c:
+        try:
+            daemon.start()
+            await wait_until(lambda: [m.payload for m in c.messages] == [b"online"])
+            daemon.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(daemon.wait) == 0
+            await wait_until(lambda: len(c.messages) == 2)
+        finally:
+            daemon.stop()
+    assert [m.payload for m in c.messages] == [b"online", b"offline"]
+
+
 # -- no loss ------------------------------------------------------------------------
 
 
@@ -410,6 +433,7 @@ async def test_full_spool_drops_oldest_and_keeps_going(
         ]
         assert (await spool.stats(STREAM)).dropped == 50
         assert sink.stats()["backlog"] == 100
+        assert sink.stats()["spool_dropped"] == 50
         await asyncio.to_thread(broker.start)
         await wait_until(lambda: sink.stats()["backlog"] == 0, timeout_s=10)
         kept = await retained(broker, topic)

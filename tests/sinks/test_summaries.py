@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 from wattd.bus import SinkChannel
@@ -59,10 +60,8 @@ async def test_it_takes_no_readings_and_stops_cleanly(tmp_path):
     await asyncio.sleep(0.05)
     assert not task.done()  # the scheduler sleeps until 08:00
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     assert task.cancelled()
     newer = parse_config(CONFIG.format(state=tmp_path).replace("0 8", "30 9"))
     sink.reconfigure(newer)

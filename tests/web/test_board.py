@@ -151,3 +151,32 @@ def test_waveform_is_the_last_io_frame_decoded() -> None:
     assert isinstance(decoded[0], IoSampleFrame)
     assert wave["rssi_dbm"] == decoded[0].rssi_dbm
     assert board.waveform(1) is None
+
+
+def test_updates_carry_whole_cards_only_for_new_or_reloaded_sensors() -> None:
+    board = LiveBoard(config())
+    assert {c["sensor"] for c in board.full()} == {1, 2, 3}
+    board.take_changed()
+    board.add(reading(1, T0, watts=10.0, wh_delta=0.1))
+    board.add(reading(8, T0, watts=20.0, wh_delta=0.1))  # never announced
+    first = {c["sensor"]: c for c in board.take_changed()}
+    assert "name" not in first[1]  # the page already has sensor 1's card
+    assert first[1]["watts"] == 10.0
+    assert first[8]["name"] == "s8"  # a newcomer comes whole
+    board.add(reading(8, T0 + timedelta(seconds=2), watts=21.0, wh_delta=0.1))
+    assert "name" not in board.take_changed()[0]
+    # A reload may rename meters: the next update sends whole cards again.
+    board.reconfigure(config(sensors=[{"address": 1, "name": "renamed"}]))
+    after = {c["sensor"]: c for c in board.take_changed()}
+    assert after[1]["name"] == "renamed"
+
+
+def test_a_meter_silent_since_midnight_shows_nothing_today() -> None:
+    board = LiveBoard(config())
+    board.add(reading(1, T0, watts=100.0, wh_delta=5.0))
+    board.add(reading(2, T0, watts=100.0, wh_delta=5.0))
+    assert board.sensor_json(1)["kwh_today"] == pytest.approx(0.005)
+    # Sensor 2 reports after midnight (UTC here); sensor 1 stays silent.
+    board.add(reading(2, T0 + timedelta(days=1), watts=100.0, wh_delta=1.0))
+    assert board.sensor_json(1)["kwh_today"] == 0.0
+    assert board.totals(T0 + timedelta(days=1))["racks"]["R1"]["kwh_today"] > 0

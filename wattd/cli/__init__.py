@@ -99,13 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from wattd.logsetup import setup_logging  # noqa: PLC0415 - after parsing
+    from wattd.logsetup import setup_logging
 
     setup_logging(args.log_level or "info", reconfigure=False)
     try:
         return func(args)
     except WattdError as exc:
-        log.error("%s", exc)  # noqa: TRY400 - the message is the whole story
+        log.error("%s", exc)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

@@ -445,7 +445,8 @@ def describe(
             )
         lines.append(f"  power factor      {result.power_factor:9.3f}")
     if result.sample_interval_ms is not None:
-        lines.append(f"  sample interval   {result.sample_interval_ms:9.3f} ms")
+        width = 8 if isinstance(result, ZeroEstimate) else 9
+        lines.append(f"  sample interval   {result.sample_interval_ms:{width}.3f} ms")
     return "\n".join(lines)
 
 

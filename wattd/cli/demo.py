@@ -264,7 +264,8 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - loop.time()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await stop.wait()
                 console.show(
                     render(supervisor.snapshot(), title=title, true_watts=truth)
                 )

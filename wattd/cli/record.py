@@ -152,7 +152,8 @@ async def record_port(
                     break
                 wait = _POLL_S if deadline is None else min(_POLL_S, deadline - now)
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
+                    async with asyncio.timeout(wait):
+                        data = await reader.read(READ_SIZE)
                 except TimeoutError:
                     continue
                 except OSError as exc:
@@ -176,7 +177,8 @@ async def record_port(
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await writer.wait_closed()
     return stats
 
 

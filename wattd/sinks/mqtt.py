@@ -4,18 +4,19 @@ Strategy. ``write()`` only appends each reading's state JSON to the durable
 spool (stream ``mqtt``) and wakes the publisher; ``run()`` owns the broker
 connection. Each connection is a fresh :class:`aiomqtt.Client` (reconnecting
 is done out here, in a loop with capped, jittered backoff) and lives in one
-``TaskGroup`` of three tasks:
+``TaskGroup``:
 
 * *listen* iterates incoming messages. aiomqtt ends that iteration with an
   :class:`aiomqtt.MqttError` when the connection drops, so this task is also
   the disconnect detector that tears the group down.
-* *pump* peeks a batch from the spool, publishes every message of the batch
-  back to back (one connection keeps them in order), awaits each PUBACK, and
+* *pump* peeks a batch from the spool and publishes it with a window of
+  messages awaiting their PUBACK (one connection keeps them in order), then
   acks only the leading run of fully confirmed readings. Anything after a
   failure is published again after the reconnect: a duplicate, as QoS 1
   allows, never a gap. The JSON keeps the reading's own ``time``.
 * *announce* publishes Home Assistant discovery (on connect, on Home
   Assistant's birth message, after a reconfigure) and the node's stats.
+* *control* ends the session when a reconfigure or stop asks for it.
 
 QoS 0 readings skip the spool and go through a small in-memory queue: at most
 once, by definition. The node's status topic carries a retained ``online``,
@@ -98,6 +99,8 @@ FLUSH_WAIT_S: Final = 5.0
 """Shutdown publishes the backlog this long at most; the rest stays spooled."""
 QOS0_QUEUE: Final = 10_000
 """QoS 0 readings held while the broker is away; the oldest go first."""
+SNAPSHOT_EVERY_S: Final = 1.0
+"""Corrupt-frame counts per meter come from a daemon snapshot at most this often."""
 REPEAT_LOG_S: Final = 300.0
 """An unchanged connection error is logged again at most this often."""
 
@@ -140,6 +143,7 @@ class MqttSink(Sink):
         self._frame_errors: collections.Counter[int] = collections.Counter()
         self._frame_errors_total = 0
         self._snapshot: Callable[[], DaemonSnapshot] | None = None
+        self._claimed: tuple[float, dict[int, int]] | None = None
         self._last_logged: tuple[str, float] | None = None
         self.last_error: SinkError | None = None
         """The most recent connection problem (None once connected again)."""
@@ -205,29 +209,35 @@ class MqttSink(Sink):
         failures = 0
         try:
             while not self._stopping:
+                # A TaskGroup on Python 3.11 may leave this task's cancel count
+                # raised after a session, so later checks compare to this.
+                baseline = _cancel_count()
                 self._restart.clear()
                 mqtt = self._mqtt
                 tls: TlsContext | None = None
+                connected = False
                 try:
                     tls = await self._tls_context(mqtt.tls)
                     client = make_client(mqtt, tls_context=tls)
                     self.counters["connect_attempts"] += 1
                     async with client:
+                        connected = True
                         if tls is not None:
                             tls.connected()
                         failures = 0
-                        await self._session(client, mqtt)
+                        await self._session(client, mqtt, baseline)
                 except (aiomqtt.MqttError, SinkError) as exc:
-                    if tls is not None:
+                    if tls is not None and not connected:
                         tls.close_failed()
                     error = (
-                        exc if isinstance(exc, SinkError) else describe_error(exc, mqtt)
+                        exc
+                        if isinstance(exc, SinkError)
+                        else describe_error(exc, mqtt, lost=connected)
                     )
                     delay = self._backoff(error, failures, mqtt)
                     failures += 1
                     self._report(error, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._restart.wait(), delay)
+                    await _wait(self._restart, delay)
         finally:
             self._connected = False
             self._run_done.set()
@@ -250,26 +260,26 @@ class MqttSink(Sink):
         if not self._connected:
             return
         self._wake.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), FLUSH_WAIT_S)
+        await _wait(self._drained, FLUSH_WAIT_S)
 
     async def stop(self) -> None:
         """End the connection (publishing ``offline``) and release the spool."""
         self._stopping = True
         self._restart.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._run_done.wait(), OFFLINE_TIMEOUT_S + 1)
+        await _wait(self._run_done, OFFLINE_TIMEOUT_S + 1)
         if self._spool is not None and self._own_spool:
             await self._spool.close()
             self._spool = None
 
     def stats(self) -> dict[str, float]:
         """Connection state, backlog and lifetime counters."""
-        backlog = 0 if self._spool is None else self._spool.stats_now(STREAM).depth
+        spooled = None if self._spool is None else self._spool.stats_now(STREAM)
+        backlog = 0 if spooled is None else spooled.depth
         out = {k: float(v) for k, v in self.counters.items()}
         out.update(
             connected=float(self._connected),
             backlog=float(backlog + len(self._qos0)),
+            spool_dropped=float(0 if spooled is None else spooled.dropped),
             frame_errors=float(self._frame_errors_total),
             auth_failed=float(isinstance(self.last_error, SinkAuthError)),
         )
@@ -282,12 +292,15 @@ class MqttSink(Sink):
 
     # -- one connection -----------------------------------------------------------
 
-    async def _session(self, client: aiomqtt.Client, mqtt: MqttConfig) -> None:
+    async def _session(
+        self, client: aiomqtt.Client, mqtt: MqttConfig, cancel_baseline: int
+    ) -> None:
         topics = Topics.from_config(mqtt)
         client.pending_calls_threshold = BATCH_ITEMS * 20
         await client.publish(topics.status, PAYLOAD_ONLINE, qos=1, retain=True)
         if mqtt.discovery.enabled:
             await client.subscribe(topics.ha_status, qos=1)
+        _raise_if_cancelled(cancel_baseline)
         self._connected = True
         self.last_error = None
         self._last_logged = None
@@ -324,8 +337,9 @@ class MqttSink(Sink):
         raise _SessionEnd
 
     async def _say_offline(self, client: aiomqtt.Client, topics: Topics) -> None:
-        # Only when leaving on purpose: after a lost connection the broker has
-        # already published the will, and the socket is gone anyway.
+        # Needed when leaving on purpose (a clean disconnect fires no will).
+        # After a lost connection this fails at once, which is fine: the broker
+        # has published the will already.
         try:
             await client.publish(
                 topics.status,
@@ -358,6 +372,7 @@ class MqttSink(Sink):
     async def _pump(self, client: aiomqtt.Client) -> None:
         spool = self._require_spool()
         while True:
+            _raise_if_cancelled()
             # Clear before looking, so a write that lands meanwhile re-wakes us.
             self._wake.clear()
             if self._qos0:
@@ -484,13 +499,15 @@ class MqttSink(Sink):
     async def _announce_loop(self, client: aiomqtt.Client, topics: Topics) -> None:
         first = True
         while True:
+            # Cleared before announcing, so a request arriving meanwhile is kept.
+            wanted = first or self._announce_wanted.is_set()
             self._announce_wanted.clear()
-            if self._mqtt.discovery.enabled:
+            if wanted and self._mqtt.discovery.enabled:
                 await self._announce(client, topics, sync=first)
             first = False
             await self._publish_stats(client, topics)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._announce_wanted.wait(), STATS_INTERVAL_S)
+            _raise_if_cancelled()
+            await _wait(self._announce_wanted, STATS_INTERVAL_S)
 
     async def _announce(
         self, client: aiomqtt.Client, topics: Topics, *, sync: bool
@@ -542,9 +559,7 @@ class MqttSink(Sink):
                 )
                 return set()
             await client.publish(barrier_topic, token, qos=1)
-            try:
-                await asyncio.wait_for(arrived.wait(), SYNC_TIMEOUT_S)
-            except TimeoutError:
+            if not await _wait(arrived, SYNC_TIMEOUT_S):
                 log.warning("mqtt: retained discovery configs did not arrive in time")
             await client.unsubscribe([topics.discovery_filter, barrier_topic])
             return set(self._retained_configs)
@@ -574,15 +589,18 @@ class MqttSink(Sink):
         counts = dict(self._frame_errors)
         if self._snapshot is None:
             return counts
-        try:
-            sensors = self._snapshot().sensors
-        except Exception:  # monitoring must never stop publishing
-            log.debug("mqtt: daemon snapshot unavailable", exc_info=True)
-            return counts
-        for sensor in sensors:
-            counts[sensor.sensor] = max(
-                counts.get(sensor.sensor, 0), sensor.bad_checksum
-            )
+        # A snapshot costs milliseconds at a thousand meters and writes come
+        # many times a second under load: take one at most every second.
+        now = time.monotonic()
+        if self._claimed is None or now - self._claimed[0] >= SNAPSHOT_EVERY_S:
+            try:
+                sensors = self._snapshot().sensors
+            except Exception:  # monitoring must never stop publishing
+                log.debug("mqtt: daemon snapshot unavailable", exc_info=True)
+                return counts
+            self._claimed = (now, {s.sensor: s.bad_checksum for s in sensors})
+        for sensor, bad in self._claimed[1].items():
+            counts[sensor] = max(counts.get(sensor, 0), bad)
         return counts
 
     def _require_spool(self) -> AsyncSpool:
@@ -616,7 +634,7 @@ class MqttSink(Sink):
         now = time.monotonic()
         last = self._last_logged
         if last is not None and last[0] == text and now - last[1] < REPEAT_LOG_S:
-            log.debug("%s; retrying in %.1f s", text, delay_s)
+            log.debug("%s; retrying in %.2f s", text, delay_s)
             return
         self._last_logged = (text, now)
         level = (
@@ -624,12 +642,8 @@ class MqttSink(Sink):
             if isinstance(error, SinkAuthError | SinkTlsError)
             else logging.WARNING
         )
-        log.log(
-            level,
-            "%s; retrying in %.1f s, readings are kept in the spool",
-            text,
-            delay_s,
-        )
+        kept = "in memory" if self._mqtt.qos == 0 else "in the spool"
+        log.log(level, "%s; retrying in %.2f s, readings wait %s", text, delay_s, kept)
 
 
 # -- connection helpers (shared with ``wattd mqtt-test``) --------------------------
@@ -750,14 +764,28 @@ def build_tls_context(tls: TlsConfig) -> TlsContext:
 
 
 def describe_error(
-    exc: BaseException, mqtt: MqttConfig, *, timeout_s: float = CONNECT_TIMEOUT_S
+    exc: BaseException,
+    mqtt: MqttConfig,
+    *,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+    lost: bool = False,
 ) -> SinkError:
     """Turn an aiomqtt/paho failure into a SinkError that says what to check.
 
     paho reports socket and TLS failures after the TCP connect only in its log
     (aiomqtt then merely times out), so the last such line is folded in.
+    ``lost`` means the connection had been up: then the broker went away, and
+    advice about the settings would mislead.
     """
     where = f"broker {mqtt.host}:{mqtt.port}"
+    if lost:
+        detail = _paho_problems.last
+        why = (
+            f" ({detail.removeprefix('failed to receive on socket: ')})"
+            if detail
+            else ""
+        )
+        return SinkUnavailable(f"lost the connection to {where}{why}", sink="mqtt")
     code = getattr(exc, "rc", None)
     if isinstance(exc, aiomqtt.MqttCodeError) and code is not None:
         value = _code(code)
@@ -866,6 +894,37 @@ def _connection_key(mqtt: MqttConfig) -> tuple[object, ...]:
         mqtt.discovery.prefix,
         mqtt.discovery.status_topic,
     )
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``event`` is set, at most ``timeout_s``; True if it was set.
+
+    ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11 ``wait_for``
+    can swallow a cancellation that arrives just as the event fires, and a
+    loop that then carries on keeps its TaskGroup from ever finishing.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    return event.is_set()
+
+
+def _cancel_count() -> int:
+    task = asyncio.current_task()
+    return 0 if task is None else task.cancelling()
+
+
+def _raise_if_cancelled(baseline: int = 0) -> None:
+    """Re-raise a cancellation that a library's ``wait_for`` swallowed.
+
+    aiomqtt awaits every acknowledgement through ``asyncio.wait_for``, which on
+    Python 3.11 may return normally although the task was cancelled meanwhile
+    (the task then still reports ``cancelling()``). Long-lived loops call this
+    at each turn so that they end as asked. ``baseline`` is the count that is
+    not a request (see :meth:`MqttSink.run`).
+    """
+    if _cancel_count() > baseline:
+        raise asyncio.CancelledError
 
 
 def _code(value: object) -> int:

@@ -256,7 +256,8 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     # The port is closed in a worker thread; a failed close of a vanished
     # device has nothing left to tell.
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await writer.wait_closed()
 
 
 __all__ = [

@@ -17,11 +17,13 @@ Routes (all GET; every one but ``/healthz`` behind :mod:`wattd.web.auth`):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from aiohttp import web
 
@@ -29,6 +31,8 @@ from wattd.web.auth import Authenticator, auth_middleware
 from wattd.web.board import LiveBoard, health_json
 from wattd.web.history import sparklines
 from wattd.web.hub import EventHub, format_event
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -62,7 +66,26 @@ class Dashboard:
         self.snapshot = snapshot
         self.clock = clock
         self._history: dict[tuple[Any, ...], tuple[float, dict[str, object]]] = {}
+        # One worker thread for the heavy, rare work (a scrape renders ~1 MB
+        # at 1,000 meters, history reads SQLite): one thread means one malloc
+        # arena, instead of a fragmented arena in each default-pool thread.
+        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self.reconfigure(config)
+
+    async def run_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn(*args)`` on the dashboard's worker thread."""
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="wattd-web"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, functools.partial(fn, *args))
+
+    def close(self) -> None:
+        """Let the worker thread end (after any job in progress)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(wait=False, cancel_futures=True)
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config: auth, metadata and settings apply at once."""
@@ -127,13 +150,15 @@ class Dashboard:
         cached = self._history.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        data = await asyncio.to_thread(
-            sparklines,
-            self.config.store_path,
-            end=self.clock(),
-            hours=hours,
-            sensors=None if sensor is None else [sensor],
-            minute_detail=True if sensor is not None else None,
+        data = await self.run_in_worker(
+            functools.partial(
+                sparklines,
+                self.config.store_path,
+                end=self.clock(),
+                hours=hours,
+                sensors=None if sensor is None else [sensor],
+                minute_detail=True if sensor is not None else None,
+            )
         )
         if len(self._history) >= HISTORY_CACHE_SIZE:
             self._history.clear()
@@ -249,7 +274,7 @@ async def _metrics(request: web.Request) -> web.Response:
     from wattd.metrics import render
 
     snapshot = dash.snapshot()
-    body, content_type = await asyncio.to_thread(
+    body, content_type = await dash.run_in_worker(
         render, snapshot, request.headers.get("Accept", "")
     )
     response = web.Response(body=body)

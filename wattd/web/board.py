@@ -66,19 +66,29 @@ class LiveBoard:
     def __init__(self, config: Config) -> None:
         self._sensors: dict[int, _Sensor] = {}
         self._changed: set[int] = set()
-        self._seed_as_of: datetime | None = None
+        self._announced: set[int] = set()
+        self._tz = ZoneInfo(config.tariffs.timezone)
+        # The local day readings currently fall in, as UTC instants; an empty
+        # range until the first reading.
+        self._day_start = _EPOCH
+        self._next_day_start = _EPOCH
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Take new sensor metadata and calendar; values are kept."""
         self._config = config
         self._sensor_cfg: dict[int, SensorConfig] = config.sensor_map()
+        # Built once per config: cards and totals need them every second.
+        self._meta: dict[int, tuple[str, Mapping[str, str]]] = {
+            addr: (cfg.display_name, cfg.metadata())
+            for addr, cfg in self._sensor_cfg.items()
+        }
         tz = ZoneInfo(config.tariffs.timezone)
-        if getattr(self, "_tz", None) != tz:
+        if tz != self._tz:
             self._tz = tz
-            self._day_start = _EPOCH
-            self._next_day_start = _EPOCH
+            self._day_start = self._next_day_start = _EPOCH
         self._changed.update(self._sensor_cfg)
+        self._announced.clear()  # names and labels may have changed
 
     # -- the reading path (cheap) ----------------------------------------------
 
@@ -121,7 +131,6 @@ class LiveBoard:
         Readings the board already took after ``as_of`` are kept on top.
         """
         day_start = local_day_start(as_of, self._tz)
-        self._seed_as_of = as_of
         for sensor, wh in wh_by_sensor.items():
             state = self._sensors.get(sensor)
             if state is None:
@@ -154,9 +163,17 @@ class LiveBoard:
     # -- views -----------------------------------------------------------------
 
     def take_changed(self) -> list[dict[str, Any]]:
-        """JSON of the sensors changed since the last call (and forget them)."""
+        """JSON of the sensors changed since the last call (and forget them).
+
+        A sensor already sent whole gets only its live fields (pages merge
+        them into the card they have); a new one, or all after a reload, whole.
+        """
         changed, self._changed = self._changed, set()
-        return [self.sensor_json(s) for s in sorted(changed)]
+        out = []
+        for sensor in sorted(changed):
+            out.append(self.sensor_json(sensor, live=sensor in self._announced))
+            self._announced.add(sensor)
+        return out
 
     def sensors(self) -> list[int]:
         """Every sensor heard or configured."""
@@ -164,7 +181,9 @@ class LiveBoard:
 
     def full(self) -> list[dict[str, Any]]:
         """JSON of every sensor heard or configured."""
-        return [self.sensor_json(s) for s in self.sensors()]
+        sensors = self.sensors()
+        self._announced.update(sensors)
+        return [self.sensor_json(s) for s in sensors]
 
     def today_wh(self, sensor: int, now: datetime) -> float | None:
         """Energy of ``sensor`` since local midnight, if the board has any."""
@@ -175,27 +194,36 @@ class LiveBoard:
             return 0.0
         return state.today_wh
 
-    def sensor_json(self, sensor: int) -> dict[str, Any]:
-        """One card's data."""
-        cfg = self._sensor_cfg.get(sensor)
+    def _name_labels(
+        self, sensor: int, r: Reading | None
+    ) -> tuple[str, Mapping[str, str]]:
+        meta = self._meta.get(sensor)
+        if meta is not None:
+            return meta
+        if r is not None:
+            return r.name, r.labels
+        return f"sensor-{sensor}", {}
+
+    def sensor_json(self, sensor: int, *, live: bool = False) -> dict[str, Any]:
+        """One card's data; ``live`` leaves out what only a reload changes."""
         state = self._sensors.get(sensor) or _Sensor()
         r = state.reading
-        labels: Mapping[str, str] = (
-            cfg.metadata() if cfg else r.labels if r is not None else {}
-        )
-        out: dict[str, Any] = {
-            "sensor": sensor,
-            "name": cfg.display_name if cfg else (r.name if r else f"sensor-{sensor}"),
-            "configured": cfg is not None,
-            "rack": labels.get("rack"),
-            "customer": labels.get("customer"),
-            "location": labels.get("location"),
-            "kwh_today": None
-            if state.day_start is None
-            else round(state.today_wh / 1000.0, 6),
-            "day_start_ms": None if state.day_start is None else _ms(state.day_start),
-            "has_waveform": state.frame is not None,
-        }
+        out: dict[str, Any] = {"sensor": sensor}
+        if not live:
+            name, labels = self._name_labels(sensor, r)
+            out.update(
+                name=name,
+                configured=sensor in self._meta,
+                rack=labels.get("rack"),
+                customer=labels.get("customer"),
+                location=labels.get("location"),
+            )
+        if state.day_start is None:
+            out["kwh_today"] = None
+        elif state.day_start < self._day_start:
+            out["kwh_today"] = 0.0  # silent since the day rolled over
+        else:
+            out["kwh_today"] = round(state.today_wh / 1000.0, 6)
         if r is None:
             out["time_ms"] = None
             return out
@@ -219,23 +247,26 @@ class LiveBoard:
 
     def totals(self, now: datetime) -> dict[str, Any]:
         """Sums over all sensors, per rack and per customer."""
-        groups: dict[str, dict[str, dict[str, Any]]] = {"rack": {}, "customer": {}}
-        overall = _new_total()
+        today = local_day_start(now, self._tz)
+        racks: dict[str, _Total] = {}
+        customers: dict[str, _Total] = {}
+        overall = _Total()
         for sensor in self.sensors():
-            card = self.sensor_json(sensor)
-            if card["kwh_today"] is not None and card["day_start_ms"] != _ms(
-                local_day_start(now, self._tz)
-            ):
-                card["kwh_today"] = 0.0  # no reading since midnight yet
-            _accumulate(overall, card)
-            for key, by_value in groups.items():
-                value = card.get(key)
-                if value:
-                    _accumulate(by_value.setdefault(value, _new_total()), card)
+            state = self._sensors.get(sensor)
+            r = state.reading if state is not None else None
+            wh = state.today_wh if state and state.day_start == today else 0.0
+            _, labels = self._name_labels(sensor, r)
+            overall.add(r, wh)
+            rack = labels.get("rack")
+            if rack:
+                racks.setdefault(rack, _Total()).add(r, wh)
+            customer = labels.get("customer")
+            if customer:
+                customers.setdefault(customer, _Total()).add(r, wh)
         return {
-            "all": overall,
-            "racks": groups["rack"],
-            "customers": groups["customer"],
+            "all": overall.json(),
+            "racks": {k: v.json() for k, v in racks.items()},
+            "customers": {k: v.json() for k, v in customers.items()},
         }
 
     def waveform(self, sensor: int) -> dict[str, Any] | None:
@@ -287,18 +318,35 @@ def _default_sensor(address: int) -> SensorConfig:
     return SensorConfig(address=address)
 
 
-def _new_total() -> dict[str, Any]:
-    return {"sensors": 0, "watts": 0.0, "kwh_today": 0.0, "cost_today": None}
+@dataclasses.dataclass(slots=True)
+class _Total:
+    sensors: int = 0
+    watts: float = 0.0
+    wh_today: float = 0.0
+    cost_today: float | None = None
+    currency: str | None = None
 
+    def add(self, r: Reading | None, wh_today: float) -> None:
+        self.sensors += 1
+        self.wh_today += wh_today
+        if r is None:
+            return
+        if math.isfinite(r.watts):
+            self.watts += r.watts
+        if r.cost_today is not None and math.isfinite(r.cost_today):
+            self.cost_today = (self.cost_today or 0.0) + r.cost_today
+            self.currency = r.currency
 
-def _accumulate(total: dict[str, Any], card: Mapping[str, Any]) -> None:
-    total["sensors"] += 1
-    total["watts"] = round(total["watts"] + (card.get("watts") or 0.0), 2)
-    total["kwh_today"] = round(total["kwh_today"] + (card.get("kwh_today") or 0.0), 6)
-    cost = card.get("cost_today")
-    if cost is not None:
-        total["cost_today"] = round((total["cost_today"] or 0.0) + cost, 4)
-        total["currency"] = card.get("currency")
+    def json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "sensors": self.sensors,
+            "watts": round(self.watts, 2),
+            "kwh_today": round(self.wh_today / 1000.0, 6),
+            "cost_today": _num(self.cost_today, 4),
+        }
+        if self.currency is not None:
+            out["currency"] = self.currency
+        return out
 
 
 def health_json(snap: DaemonSnapshot, *, stale_after_s: float) -> dict[str, Any]:

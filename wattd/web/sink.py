@@ -109,6 +109,7 @@ class WebSink(Sink):
     async def stop(self) -> None:
         """End open streams and close the server."""
         await self._unbind()
+        self.dashboard.close()
 
     def stats(self) -> dict[str, float]:
         """Open event streams and what the board took."""
@@ -137,7 +138,7 @@ class WebSink(Sink):
 
         start = local_day_start(now, ZoneInfo(tz_name))
         try:
-            totals = await asyncio.to_thread(
+            totals = await self.dashboard.run_in_worker(
                 energy_between, self._config.store_path, start, now
             )
         except Exception:  # the dashboard must come up even if history cannot

@@ -106,7 +106,11 @@ function applySnapshot(doc) {
 }
 
 function applyUpdate(doc) {
-  for (const s of doc.sensors) state.sensors.set(s.sensor, s);
+  // Known meters come with their live fields only: merge into the card data.
+  for (const s of doc.sensors) {
+    const known = state.sensors.get(s.sensor);
+    state.sensors.set(s.sensor, known ? Object.assign(known, s) : s);
+  }
   applyCommon(doc);
 }
 
@@ -142,7 +146,7 @@ function renderSummary() {
   const all = state.totals && state.totals.all;
   if (!all) return;
   setText(document.getElementById("total-watts"), fmtWatts(all.watts));
-  setText(document.getElementById("total-kwh"), fmt(all.kwh_today, 3));
+  setText(document.getElementById("total-kwh"), fmtEnergy(all.kwh_today));
   const wrap = document.getElementById("total-cost-wrap");
   wrap.hidden = all.cost_today === null || all.cost_today === undefined;
   if (!wrap.hidden) setText(document.getElementById("total-cost"), fmtMoney(all.cost_today, all.currency));
@@ -245,7 +249,7 @@ function renderGroups(id, groups) {
   body.replaceChildren(...names.map((name) => {
     const g = groups[name];
     return el("tr", {}, el("td", {}, name), el("td", {}, g.sensors), el("td", {}, fmtWatts(g.watts)),
-      el("td", {}, fmt(g.kwh_today, 3)), el("td", {}, g.cost_today === null ? "–" : fmtMoney(g.cost_today, g.currency)));
+      el("td", {}, fmtEnergy(g.kwh_today)), el("td", {}, g.cost_today === null ? "–" : fmtMoney(g.cost_today, g.currency)));
   }));
   body.closest("section").hidden = names.length === 0;
 }
