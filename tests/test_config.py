@@ -310,3 +310,27 @@ def test_a_disabled_section_reads_no_secret_files(tmp_path: Path) -> None:
     assert config.mqtt.password is None
     with pytest.raises(ConfigError, match="absent"):
         load_config(write(tmp_path, text.replace("false", "true")))
+
+
+def test_sensor_meta_is_shared_per_config_and_read_only() -> None:
+    config = load_config(EXAMPLE)
+    meta = config.sensor_meta()
+    assert meta is config.sensor_meta()
+    name, labels = meta[1]
+    assert (name, dict(labels)) == ("web-1", config.sensor_map()[1].metadata())
+    with pytest.raises(TypeError):
+        labels["rack"] = "B"  # type: ignore[index]
+    renamed = config.model_copy(
+        update={"sensors": [config.sensors[0].model_copy(update={"name": "oven"})]}
+    )
+    assert renamed.sensor_meta()[1][0] == "oven"
+    assert 2 not in renamed.sensor_meta()
+    # Back to the first config: its names again, not the other one's.
+    assert config.sensor_meta()[1][0] == "web-1"
+
+
+def test_syntax_errors_keep_their_line_after_the_fast_parse(tmp_path: Path) -> None:
+    path = write(tmp_path, "ports:\n  - device: /dev/ttyUSB0\n   baud: 9600\n")
+    error = error_of(path)
+    assert error.line == 3
+    assert "not valid YAML" in str(error)

@@ -12,7 +12,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.fixtures.daemon import meter_sensors
 from tests.fixtures.sinks import RecordingSink
 from wattd.config import Config
-from wattd.metrics import SENSOR_LABELS, build_registry, render
+from wattd.metrics import (
+    CHUNK_CHARS,
+    SENSOR_LABELS,
+    build_registry,
+    render,
+    render_chunks,
+)
 from wattd.readings import Flag
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator, SmpsLoad, run_on_pty
 from wattd.snapshot import DaemonSnapshot, PortSnapshot, SensorSnapshot, SinkSnapshot
@@ -374,3 +380,18 @@ def test_fast_sensor_lines_match_the_library_byte_for_byte(accept: str) -> None:
         assert content_type.startswith("application/openmetrics-text")
         assert fast.endswith(b"# EOF\n")
         assert fast.count(b"# EOF") == 1
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
+def test_chunks_are_small_and_make_up_the_whole_body(accept: str) -> None:
+    snap = snapshot()
+    many = tuple(sensor(sensor=n, name=f"meter-{n}") for n in range(1, 401))
+    snap = dataclasses.replace(snap, sensors=many)
+    chunks, content_type = render_chunks(snap, accept)
+    pieces = list(chunks)
+    body, whole_type = render(snap, accept)
+    assert content_type == whole_type
+    assert len(pieces) > 3
+    assert without_process(b"".join(pieces)) == without_process(body)
+    # The pieces stay near the chunk size, however many sensors there are.
+    assert max(len(p) for p in pieces) < CHUNK_CHARS + 1000

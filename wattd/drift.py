@@ -20,9 +20,9 @@ observations are raw counts, so a correction never feeds back into them.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
+from array import array
 from typing import TYPE_CHECKING, Any, Final
 
 from wattd.errors import ConfigError, StateError
@@ -141,9 +141,10 @@ class ZeroDriftTracker:
         self.max_ac_rms_counts = max_ac_rms_counts
         self.max_correlation = max_correlation
         start = state or DriftState()
-        self._recent: collections.deque[float] = collections.deque(
-            start.observations, maxlen=window
-        )
+        # Raw doubles, oldest first: 1 KB for a full window where a deque of
+        # float objects took ~4 KB, for every sensor.
+        self._window = window
+        self._recent = array("d", start.observations[-window:])
         self._seen = start.no_load_frames
         self._level: float | None = None
         self._stale = True
@@ -187,7 +188,10 @@ class ZeroDriftTracker:
         """Take one frame's figures; True if it counted as a no-load frame."""
         if not self.is_no_load(result):
             return False
-        self._recent.append(result.current_mean_counts)
+        recent = self._recent
+        if len(recent) >= self._window:
+            del recent[0]
+        recent.append(result.current_mean_counts)
         self._seen += 1
         self._stale = True
         return True

@@ -73,9 +73,10 @@ class PointEncoder:
     sensor_tags: Mapping[int, Mapping[str, str]] = dataclasses.field(
         default_factory=dict
     )
-    _series_cache: dict[tuple[int, str, frozenset[tuple[str, str]]], str] = (
-        dataclasses.field(default_factory=dict, init=False, compare=False, repr=False)
+    _series_cache: dict[int, tuple[str, Mapping[str, str], str]] = dataclasses.field(
+        default_factory=dict, init=False, compare=False, repr=False
     )
+    """Per sensor: the name and labels a series was built for, and the series."""
 
     @classmethod
     def from_config(cls, config: Config) -> PointEncoder:
@@ -84,7 +85,9 @@ class PointEncoder:
         return cls(
             measurement=influx.measurement,
             node=influx.node_id or config.mqtt.node_id,
-            sensor_tags={s.address: s.metadata() for s in config.sensors},
+            sensor_tags={
+                address: labels for address, (_, labels) in config.sensor_meta().items()
+            },
         )
 
     def encode(self, reading: Reading) -> bytes | None:
@@ -108,17 +111,26 @@ class PointEncoder:
         return f"{self._series(reading)} {','.join(fields)} {reading.time_ns}".encode()
 
     def _series(self, reading: Reading) -> str:
-        """Measurement and tag set, cached: a sensor's tags rarely change."""
-        key = (reading.sensor, reading.name, frozenset(reading.labels.items()))
-        series = self._series_cache.get(key)
-        if series is None:
-            if len(self._series_cache) >= SERIES_CACHE_SIZE:
-                self._series_cache.clear()
-            tag_text = ",".join(
-                f"{escape_tag(k)}={escape_tag(v)}" for k, v in self.tags(reading)
-            )
-            series = f"{escape_measurement(self.measurement)},{tag_text}"
-            self._series_cache[key] = series
+        """Measurement and tag set, cached: a sensor's tags rarely change.
+
+        The check allocates nothing: a sensor's readings share one labels
+        mapping, so the identity test settles it without comparing contents.
+        """
+        labels = reading.labels
+        hit = self._series_cache.get(reading.sensor)
+        if (
+            hit is not None
+            and hit[0] == reading.name
+            and (hit[1] is labels or hit[1] == labels)
+        ):
+            return hit[2]
+        if len(self._series_cache) >= SERIES_CACHE_SIZE:
+            self._series_cache.clear()
+        tag_text = ",".join(
+            f"{escape_tag(k)}={escape_tag(v)}" for k, v in self.tags(reading)
+        )
+        series = f"{escape_measurement(self.measurement)},{tag_text}"
+        self._series_cache[reading.sensor] = (reading.name, labels, series)
         return series
 
     def tags(self, reading: Reading) -> list[tuple[str, str]]:

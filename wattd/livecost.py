@@ -84,6 +84,9 @@ class LiveCost:
 
     def apply(self, reading: Reading) -> Reading:
         """Return the reading with price band, cost per hour and cost today set."""
+        if not self._book.tariffs:
+            # Nothing can be priced; and no per-sensor assignment is kept.
+            return reading
         assignment = self._book.for_sensor(reading.sensor)
         tariff = assignment.tariff
         if tariff is None:

@@ -53,10 +53,13 @@ __all__ = [
     "SnapshotCollector",
     "build_registry",
     "render",
+    "render_chunks",
 ]
 
 SENSOR_LABELS: Final = ("sensor", "name", "rack", "customer", "location")
 JOULES_PER_WH: Final = 3600.0
+CHUNK_CHARS: Final = 32 * 1024
+"""Size of the pieces :func:`render_chunks` yields (text of ~250 sensor lines)."""
 # A sink's own stats() names its backlog in one of these ways (first wins).
 _BACKLOG_KEYS: Final = ("spool_depth", "backlog")
 _REJECT_REASONS: Final = tuple(str(r) for r in RejectReason)
@@ -103,7 +106,22 @@ def render(snapshot: DaemonSnapshot, accept: str = "") -> tuple[bytes, str]:
 
     Returns the body and its content type (Prometheus text 0.0.4, or
     OpenMetrics when the scraper prefers it). Safe to call from a worker
-    thread: the snapshot is frozen.
+    thread: the snapshot is frozen. :func:`render_chunks` is the same body
+    in pieces.
+    """
+    chunks, content_type = render_chunks(snapshot, accept)
+    return b"".join(chunks), content_type
+
+
+def render_chunks(
+    snapshot: DaemonSnapshot, accept: str = ""
+) -> tuple[Iterator[bytes], str]:
+    """:func:`render` as pieces of at most ~32 KB, made as they are taken.
+
+    A server can send each piece as it comes: at a thousand sensors the whole
+    body is ~1.5 MB, which a scrape would otherwise hold (and free) at once.
+    The work happens while the iterator is consumed, which may be on a worker
+    thread, one piece at a time.
 
     The per-sensor families are most of a scrape (a dozen lines per sensor)
     and prometheus-client formats each line from scratch, checking and
@@ -114,15 +132,36 @@ def render(snapshot: DaemonSnapshot, accept: str = "") -> tuple[bytes, str]:
     """
     encoder, content_type = choose_encoder(accept)
     openmetrics = content_type.startswith("application/openmetrics-text")
+    return _chunks(snapshot, encoder, openmetrics=openmetrics), content_type
+
+
+def _chunks(
+    snapshot: DaemonSnapshot,
+    encoder: Callable[[CollectorRegistry], bytes],
+    *,
+    openmetrics: bool,
+) -> Iterator[bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: snapshot, sensors=False))
     ProcessCollector(registry=registry)
-    head = encoder(registry).decode()
-    eof = "# EOF\n"
+    head = encoder(registry)
+    eof = b"# EOF\n"
     if openmetrics and head.endswith(eof):
         head = head[: -len(eof)]
-    body = "".join((head, *_sensor_lines(snapshot.sensors, openmetrics=openmetrics)))
-    return (body + eof if openmetrics else body).encode(), content_type
+    yield head
+    lines: list[str] = []
+    size = 0
+    for line in _sensor_lines(snapshot.sensors, openmetrics=openmetrics):
+        lines.append(line)
+        size += len(line)
+        if size >= CHUNK_CHARS:
+            yield "".join(lines).encode()
+            lines.clear()
+            size = 0
+    if lines:
+        yield "".join(lines).encode()
+    if openmetrics:
+        yield eof
 
 
 # -- families -------------------------------------------------------------------

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, Final
 
-from wattd.config import Config, SensorConfig
+from wattd.config import Config, SensorConfig, SensorMeta
 from wattd.drift import DriftState, ZeroDriftTracker
 from wattd.energy import EnergyIntegrator, EnergyState
 from wattd.iosample import IoSampleFrame
@@ -80,7 +81,16 @@ class PipelineState:
 class _Sensor:
     """Mutable per-sensor working state."""
 
-    __slots__ = ("calibration", "config", "drift", "energy", "interval_ms", "known")
+    __slots__ = (
+        "calibration",
+        "config",
+        "drift",
+        "energy",
+        "interval_ms",
+        "known",
+        "labels",
+        "name",
+    )
 
     def __init__(
         self,
@@ -88,12 +98,14 @@ class _Sensor:
         calibration: Calibration,
         *,
         known: bool,
+        meta: SensorMeta,
         max_gap_s: float,
         state: SensorState | None,
     ) -> None:
         self.config = config
         self.calibration = calibration
         self.known = known
+        self.name, self.labels = meta
         self.energy = EnergyIntegrator(
             max_gap_s=max_gap_s, state=state.energy if state else None
         )
@@ -111,6 +123,9 @@ class ReadingPipeline:
         self._sensors: dict[int, _Sensor] = {}
         self._saved: dict[int, SensorState] = dict(state.sensors) if state else {}
         self._new_unknown: list[int] = []
+        # One shared frozenset per combination of flags: most readings of a
+        # sensor carry the same few, and each reading is kept by several sinks.
+        self._flag_sets: dict[frozenset[Flag], frozenset[Flag]] = {}
         self.skipped: dict[str, int] = {"single_sample": 0, "missing_channel": 0}
 
     # -- public -----------------------------------------------------------------
@@ -160,10 +175,10 @@ class ReadingPipeline:
             flags.add(Flag.ENERGY_GAP)
         if not sensor.known:
             flags.add(Flag.UNKNOWN_SENSOR)
-        config = sensor.config
+        frozen = frozenset(flags)
         return Reading(
             sensor=frame.sensor_id,
-            name=config.display_name,
+            name=sensor.name,
             time=time,
             monotonic_s=monotonic_s,
             watts=result.watts,
@@ -171,16 +186,16 @@ class ReadingPipeline:
             vrms=result.vrms,
             irms=result.irms,
             power_factor=result.power_factor,
-            wh_total=step.wh_total + config.energy_offset_wh,
+            wh_total=step.wh_total + sensor.config.energy_offset_wh,
             wh_delta=step.wh_delta,
             rssi_dbm=frame.rssi_dbm,
-            flags=frozenset(flags),
+            flags=self._flag_sets.setdefault(frozen, frozen),
             sample_interval_ms=result.sample_interval_ms,
             cycles=result.cycles,
             gap_s=step.gap_s,
             current_zero_drift_counts=sensor.drift.estimate_counts,
             port=port,
-            labels=config.metadata(),
+            labels=sensor.labels,
         )
 
     def reconfigure(self, config: Config) -> None:
@@ -190,6 +205,7 @@ class ReadingPipeline:
             cfg, known = self._sensor_config(addr)
             sensor.config = cfg
             sensor.known = known
+            sensor.name, sensor.labels = self._meta(cfg)
             sensor.calibration = cfg.calibration(config.mains)
             sensor.energy.max_gap_s = config.energy.max_gap_s
             sensor.drift.current_zero = sensor.calibration.current_zero
@@ -233,6 +249,13 @@ class ReadingPipeline:
 
     # -- private ------------------------------------------------------------------
 
+    def _meta(self, config: SensorConfig) -> SensorMeta:
+        """Name and labels: the config's shared copy, or new for an unknown sensor."""
+        meta = self._config.sensor_meta().get(config.address)
+        if meta is None:
+            meta = config.display_name, MappingProxyType(config.metadata())
+        return meta
+
     def _sensor_config(self, address: int) -> tuple[SensorConfig, bool]:
         for s in self._config.sensors:
             if s.address == address:
@@ -247,6 +270,7 @@ class ReadingPipeline:
                 cfg,
                 cfg.calibration(self._config.mains),
                 known=known,
+                meta=self._meta(cfg),
                 max_gap_s=self._config.energy.max_gap_s,
                 state=self._saved.pop(address, None),
             )

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from array import array
 from operator import mul
 from typing import TYPE_CHECKING, Final
 
@@ -409,7 +410,7 @@ def _measure_interval(x: Sequence[int], mains_hz: float) -> float | None:
 
 
 def _window_moments(
-    x: Sequence[int], y: Sequence[int], weights: tuple[float, ...]
+    x: Sequence[int], y: Sequence[int], weights: Sequence[float]
 ) -> _Moments:
     wx = list(map(mul, weights, x))
     wy = list(map(mul, weights, y))
@@ -528,12 +529,16 @@ def _correlation(cov: float, var_x: float, var_y: float) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def _window_weights(count: int, key: int) -> tuple[float, ...]:
+def _window_weights(count: int, key: int) -> Sequence[float]:
     """Weights (summing to 1) of whole-cycle windows averaged over start points.
 
     Sample ``j`` stands for the interval ``[j, j+1)``. A window covers the
     largest whole number of cycles that fits and may start anywhere in the
     slack; the weights are averaged over evenly spaced starts.
+
+    Raw doubles, shared by every caller (never modified): a fleet shows
+    hundreds of sample intervals, and a tuple of float objects per entry took
+    three times the memory.
     """
     per_cycle = key / _CYCLE_STEPS
     length = math.floor(count / per_cycle) * per_cycle
@@ -548,7 +553,7 @@ def _window_weights(count: int, key: int) -> tuple[float, ...]:
             if overlap > 0.0:
                 totals[j] += overlap
     norm = 1.0 / (starts * length)
-    return tuple(t * norm for t in totals)
+    return array("d", [t * norm for t in totals])
 
 
 @functools.lru_cache(maxsize=1024)

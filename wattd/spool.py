@@ -75,6 +75,10 @@ VACUUM_MIN_FREE_PAGES: Final = 2_048
 (8 MiB at 4 KiB pages): smaller amounts would just be re-allocated."""
 BUSY_TIMEOUT_S: Final = 10.0
 """Another process (an inspection command) may hold the write lock briefly."""
+PAGE_CACHE_KIB: Final = 128
+"""SQLite page cache (its default is 2 MiB): the spool's working set is the
+head and tail of one table and the OS page cache holds the rest; more cache
+would only stay resident."""
 _STREAM_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
@@ -638,6 +642,7 @@ class Spool:
     def _prepare(conn: sqlite3.Connection, *, durable: bool) -> None:
         # auto_vacuum only takes effect before the first table is created.
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB:d}")
         if durable:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":

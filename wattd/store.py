@@ -63,6 +63,10 @@ DAY_NS: Final = 86_400 * NS_PER_S
 MAX_SPREAD_NS: Final = HOUR_NS
 
 DEFAULT_BUSY_TIMEOUT_S: Final = 5.0
+PAGE_CACHE_KIB: Final = 128
+"""SQLite page cache per connection (its default is 2 MiB). Writes touch a few
+hundred pages per batch and reads go through the OS page cache anyway, so a
+bigger cache buys little and stays resident in the daemon."""
 WRITER_HEARTBEAT_KEY: Final = "writer_heartbeat_ns"
 """Meta key a writing daemon refreshes (wall-clock ns) and clears when it stops."""
 # Small delete batches keep the write lock short, so the daemon's flushes and
@@ -614,6 +618,7 @@ class Store:
 
     def _setup(self) -> None:
         conn = self._conn
+        conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB:d}")
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise StoreError(

@@ -42,6 +42,7 @@ from wattd.sdnotify import SdNotifier
 from wattd.snapshot import DaemonSnapshot, SensorSnapshot
 from wattd.sources.serial import SYSTEM_CLOCK, Chunk, Clock, SerialSource
 from wattd.state import StateFile, restore_pipeline, store_energy_totals
+from wattd.worker import run_blocking
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -196,8 +197,6 @@ class Supervisor:
         self._started_mono = clock.monotonic()
         self._config_loaded_at = self._started_wall
         self._last_reload_error: str | None = None
-        self._meta: dict[int, tuple[str, Mapping[str, str]]] = {}
-        self._meta_config: Config | None = None
         self._last_save_mono = self._started_mono
         self._pipeline_errors = 0
         self._saving: asyncio.Future[None] | None = None
@@ -232,12 +231,12 @@ class Supervisor:
             WattdError: only for start-up problems that retrying cannot fix
                 (such as an unusable state directory or a bad sink section).
         """
-        state = await asyncio.to_thread(self._state_file.load)
+        state = await run_blocking(self._state_file.load)
         pipeline = self._pipeline_factory(self.config, state)
-        floors = await asyncio.to_thread(self._store_totals, self.config)
+        floors = await run_blocking(self._store_totals, self.config)
         restore_pipeline(pipeline, floors)
         for stage in self._stages:
-            await asyncio.to_thread(stage.prepare)
+            await run_blocking(stage.prepare)
         self._pipeline = pipeline
         sinks = self._sink_factory(self.config)
         loop = asyncio.get_running_loop()
@@ -446,7 +445,7 @@ class Supervisor:
         # Shielded: if shutdown cancels the main loop mid-save, the write still
         # completes, and the final save waits for it instead of racing it.
         self._saving = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._state_file.save, state), name="wattd.state.save"
+            run_blocking(self._state_file.save, state), name="wattd.state.save"
         )
         try:
             await asyncio.shield(self._saving)
@@ -477,7 +476,7 @@ class Supervisor:
                 if self.config_path is None:
                     log.warning("reload requested, but there is no config file to read")
                     return False
-                config = await asyncio.to_thread(load_config, self.config_path)
+                config = await run_blocking(load_config, self.config_path)
             await self._apply(config)
         except ConfigError as exc:
             self._last_reload_error = str(exc)
@@ -559,23 +558,12 @@ class Supervisor:
 
     # -- monitoring ------------------------------------------------------------
 
-    def _sensor_meta(self) -> dict[int, tuple[str, Mapping[str, str]]]:
-        """Name and labels per configured sensor, built once per config.
-
-        Sinks take a snapshot per batch; rebuilding these for every sensor each
-        time cost more than the rest of the snapshot at 1,000 sensors.
-        """
-        if self._meta_config is not self.config:
-            self._meta = {
-                s.address: (s.display_name, s.metadata()) for s in self.config.sensors
-            }
-            self._meta_config = self.config
-        return self._meta
-
     def snapshot(self) -> DaemonSnapshot:
         """The current counters as one typed, frozen object."""
         now = self._clock.monotonic()
-        meta = self._sensor_meta()
+        # Built once per config: rebuilding the names and labels of every
+        # sensor each time cost more than the rest of the snapshot.
+        meta = self.config.sensor_meta()
         ports = tuple(r.snapshot(now) for r in self._ports.values())
         sensors = []
         no_labels: Mapping[str, str] = {}

@@ -22,7 +22,9 @@ from wattd.errors import ConfigError, SinkUnavailable
 from wattd.readings import FrameRecord, Reading
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.store import Store
+from wattd.web.app import Dashboard
 from wattd.web.board import local_day_start
+from wattd.web.hub import format_event
 from wattd.web.sink import WebSink
 
 if TYPE_CHECKING:
@@ -352,3 +354,20 @@ async def test_history_and_todays_energy_come_from_the_store(tmp_path: Path) -> 
         assert len(detail["series"]["1"]) >= len(times) // 2
         async with http.get(f"{base}/api/history?hours=-3") as resp:
             assert resp.status == 400
+
+
+def test_the_streamed_update_event_matches_the_update_document(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    streamed, whole = (
+        Dashboard(config, snapshot=fixed_snapshot, clock=lambda: at) for _ in range(2)
+    )
+    for step in range(3):
+        for dash in (streamed, whole):
+            dash.board.add(reading(1, at + timedelta(seconds=step), 100.0 + step))
+            dash.board.add(reading(7, at + timedelta(seconds=step), 5.5))
+        event = streamed.update_event()
+        assert event == format_event("update", whole.update_json())
+        assert json.loads(event.split(b"data: ", 1)[1])["sensors"]
+    # Nothing changed since: both send no cards.
+    assert streamed.update_event() == format_event("update", whole.update_json())

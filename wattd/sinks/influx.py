@@ -12,7 +12,7 @@ InfluxDB identifies a point by series and timestamp, so a retry overwrites it.
 The HTTP side is influxdb-client's async client (``InfluxDBClientAsync``, its
 aiohttp session, auth and error types) and its ``/api/v2/write`` service. The
 points are already line protocol in the spool, so they go out as one body
-without being parsed again, and the body is gzipped on a worker thread at a
+without being parsed again, and the body is gzipped on the worker thread at a
 fast level: the client's own gzip runs at level 9 on the event loop, about
 50 ms per 5,000 points here, for 1 % less size than level 1.
 
@@ -50,6 +50,7 @@ from wattd.errors import (
 from wattd.lineprotocol import PointEncoder
 from wattd.sinks.base import Sink
 from wattd.spool import AsyncSpool, SpoolItem, StreamStats
+from wattd.worker import run_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -150,6 +151,11 @@ class InfluxWriter:
         kwargs: dict[str, Any] = {"verify_ssl": self.target.verify_ssl}
         if self.target.ca_file is not None:
             kwargs["ssl_ca_cert"] = str(self.target.ca_file)
+        else:
+            # aiohttp's shared default context, verifying or not as configured.
+            # Left alone, the client builds one more per session and loads the
+            # system CA bundle into it (~1 MB), even for a plain-HTTP URL.
+            kwargs["ssl_context"] = self.target.verify_ssl
         try:
             self._client = InfluxDBClientAsync(
                 url=self.target.url,
@@ -184,7 +190,7 @@ class InfluxWriter:
         extra: dict[str, str] = {}
         data = body
         if self.target.gzip:
-            data = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL)
+            data = await run_blocking(gzip.compress, body, GZIP_LEVEL)
             extra["content_encoding"] = "gzip"
         try:
             await self._service.post_write_async(  # type: ignore[no-untyped-call]

@@ -16,8 +16,6 @@ Routes (all GET; every one but ``/healthz`` behind :mod:`wattd.web.auth`):
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import math
 import time
@@ -30,7 +28,8 @@ from aiohttp import web
 from wattd.web.auth import Authenticator, auth_middleware
 from wattd.web.board import LiveBoard, health_json
 from wattd.web.history import sparklines
-from wattd.web.hub import EventHub, format_event
+from wattd.web.hub import EventHub, format_event, format_event_json, to_json
+from wattd.worker import run_blocking
 
 T = TypeVar("T")
 
@@ -66,26 +65,19 @@ class Dashboard:
         self.snapshot = snapshot
         self.clock = clock
         self._history: dict[tuple[Any, ...], tuple[float, dict[str, object]]] = {}
-        # One worker thread for the heavy, rare work (a scrape renders ~1 MB
-        # at 1,000 meters, history reads SQLite): one thread means one malloc
-        # arena, instead of a fragmented arena in each default-pool thread.
-        self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self.reconfigure(config)
 
     async def run_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking ``fn(*args)`` on the dashboard's worker thread."""
-        if self._worker is None:
-            self._worker = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="wattd-web"
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, functools.partial(fn, *args))
+        """Run blocking ``fn(*args)`` on the daemon's worker thread.
+
+        The heavy, rare work (a scrape renders ~1 MB at 1,000 meters, history
+        reads SQLite) shares the one thread of :mod:`wattd.worker`, and so one
+        malloc arena, with the daemon's other big jobs.
+        """
+        return await run_blocking(fn, *args)
 
     def close(self) -> None:
-        """Let the worker thread end (after any job in progress)."""
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: the worker thread is shared by the whole daemon."""
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config: auth, metadata and settings apply at once."""
@@ -139,7 +131,24 @@ class Dashboard:
         if not self.hub.clients:
             self.board.take_changed()
             return
-        self.hub.publish(format_event("update", self.update_json()))
+        self.hub.publish(self.update_event())
+
+    def update_event(self) -> bytes:
+        """The ``update`` event of :meth:`update_json`, byte for byte.
+
+        Encoded one sensor card at a time: with a thousand sensors changing
+        every second, the whole document as nested dicts and its encoder's
+        pieces were megabytes of garbage per push.
+        """
+        now = self.clock()
+        cards = ",".join(map(to_json, self.board.iter_changed()))
+        totals = to_json(self.board.totals(now))
+        health = to_json(self.health())
+        body = (
+            f'{{"now_ms":{_ms(now)},"sensors":[{cards}],'
+            f'"totals":{totals},"health":{health}}}'
+        )
+        return format_event_json("update", body)
 
     async def history(self, *, hours: float, sensor: int | None) -> dict[str, object]:
         """Sparkline data, cached briefly (rollups change once a minute)."""
@@ -265,21 +274,28 @@ async def _history(request: web.Request) -> web.Response:
     return web.json_response(data, headers={"Cache-Control": "no-store"})
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.StreamResponse:
     dash = _dash(request)
     if not dash.config.web.metrics:
         raise web.HTTPNotFound(text="metrics are off (web.metrics: false)\n")
     if dash.snapshot is None:
         raise web.HTTPServiceUnavailable(text="the daemon status is not attached\n")
-    from wattd.metrics import render
+    from wattd.metrics import render_chunks
 
-    snapshot = dash.snapshot()
-    body, content_type = await dash.run_in_worker(
-        render, snapshot, request.headers.get("Accept", "")
+    chunks, content_type = render_chunks(
+        dash.snapshot(), request.headers.get("Accept", "")
     )
-    response = web.Response(body=body)
+    # Made on the worker thread and sent piece by piece: the whole body is
+    # ~1.5 MB at a thousand sensors, and nothing needs it all at once.
+    chunk: bytes | None = await dash.run_in_worker(next, chunks, None)
+    response = web.StreamResponse()
     # aiohttp's content_type setter refuses parameters; set the header whole.
     response.headers["Content-Type"] = content_type
+    await response.prepare(request)
+    while chunk is not None:
+        await response.write(chunk)
+        chunk = await dash.run_in_worker(next, chunks, None)
+    await response.write_eof()
     return response
 
 

@@ -23,9 +23,9 @@ from wattd.frames import FrameDecoder
 from wattd.iosample import IoSampleFrame
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
-    from wattd.config import Config, SensorConfig
+    from wattd.config import Config, SensorConfig, SensorMeta
     from wattd.readings import FrameRecord, Reading
     from wattd.snapshot import DaemonSnapshot
 
@@ -79,10 +79,7 @@ class LiveBoard:
         self._config = config
         self._sensor_cfg: dict[int, SensorConfig] = config.sensor_map()
         # Built once per config: cards and totals need them every second.
-        self._meta: dict[int, tuple[str, Mapping[str, str]]] = {
-            addr: (cfg.display_name, cfg.metadata())
-            for addr, cfg in self._sensor_cfg.items()
-        }
+        self._meta: Mapping[int, SensorMeta] = config.sensor_meta()
         tz = ZoneInfo(config.tariffs.timezone)
         if tz != self._tz:
             self._tz = tz
@@ -168,12 +165,17 @@ class LiveBoard:
         A sensor already sent whole gets only its live fields (pages merge
         them into the card they have); a new one, or all after a reload, whole.
         """
+        return list(self.iter_changed())
+
+    def iter_changed(self) -> Iterator[dict[str, Any]]:
+        """:meth:`take_changed` one card at a time (the set is taken at once)."""
         changed, self._changed = self._changed, set()
-        out = []
-        for sensor in sorted(changed):
-            out.append(self.sensor_json(sensor, live=sensor in self._announced))
+        return self._cards(sorted(changed))
+
+    def _cards(self, sensors: list[int]) -> Iterator[dict[str, Any]]:
+        for sensor in sensors:
+            yield self.sensor_json(sensor, live=sensor in self._announced)
             self._announced.add(sensor)
-        return out
 
     def sensors(self) -> list[int]:
         """Every sensor heard or configured."""

@@ -13,7 +13,7 @@ import collections
 import json
 from typing import Any, Final
 
-__all__ = ["Client", "EventHub", "format_event"]
+__all__ = ["Client", "EventHub", "format_event", "format_event_json", "to_json"]
 
 MAILBOX_SIZE: Final = 32
 """Updates held for one browser (~30 s at the default push interval)."""
@@ -21,8 +21,22 @@ MAILBOX_SIZE: Final = 32
 
 def format_event(event: str, data: Any) -> bytes:
     """One SSE message: ``event:`` line, a single-line JSON ``data:``, blank line."""
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return f"event: {event}\ndata: {body}\n\n".encode()
+    return format_event_json(event, to_json(data))
+
+
+def format_event_json(event: str, body: str) -> bytes:
+    """:func:`format_event` for data already encoded by :func:`to_json`."""
+    return b"".join((f"event: {event}\ndata: ".encode(), body.encode(), b"\n\n"))
+
+
+def to_json(data: Any) -> str:
+    """Compact, single-line JSON as the event stream sends it (no NaN)."""
+    return _ENCODER.encode(data)
+
+
+# One encoder for all: json.dumps with options builds a new one per call, and
+# an update encodes every changed sensor's card separately.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class Client:
