@@ -550,3 +550,30 @@ async def test_unplug_and_replug_resumes_and_drops_the_cut_frame(
     assert port.rejected.get("truncated") == 1
     assert port.rejected.get("bad_checksum", 0) == 0
     assert [r.sensor for r in sink.received] == [5, 5]
+
+
+@pytest.mark.parametrize(
+    ("cli_level", "expected"), [("debug", logging.DEBUG), (None, logging.ERROR)]
+)
+async def test_reload_keeps_the_command_line_log_level(
+    tmp_path: Path, pty: Pty, cli_level: str | None, expected: int
+) -> None:
+    logger = logging.getLogger("wattd")
+    saved = (logger.level, list(logger.handlers))
+    base = {"ports": [{"device": pty.path}]}
+    config = make_config(tmp_path, **base, logging={"level": "warning"})
+    sup = Supervisor(
+        config,
+        sink_factory=recording_factory(RecordingSink("rec")),
+        log_level=cli_level,
+    )
+    try:
+        async with running(sup):
+            new = make_config(
+                tmp_path, **base, logging={"level": "error", "format": "text"}
+            )
+            assert await sup.reload(new)
+            assert logger.level == expected
+    finally:
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]

@@ -229,6 +229,17 @@ class EntitySpec:
     icon: str | None = None
 
 
+_FRAME_ERRORS: Final = EntitySpec(
+    key="frame_errors",
+    name="Frame errors",
+    value_key="frame_errors",
+    state_class="total_increasing",
+    diagnostic=True,
+    expires=False,
+    icon="mdi:alert-circle-outline",
+)
+"""A meter's own count and the receiver's total share one definition."""
+
 METER_ENTITIES: Final[tuple[EntitySpec, ...]] = (
     EntitySpec(
         key="power",
@@ -303,28 +314,12 @@ METER_ENTITIES: Final[tuple[EntitySpec, ...]] = (
         diagnostic=True,
         expires=False,
     ),
-    EntitySpec(
-        key="frame_errors",
-        name="Frame errors",
-        value_key="frame_errors",
-        state_class="total_increasing",
-        diagnostic=True,
-        expires=False,
-        icon="mdi:alert-circle-outline",
-    ),
+    _FRAME_ERRORS,
 )
 """Entities of every meter, all read from the meter's state JSON."""
 
 NODE_ENTITIES: Final[tuple[EntitySpec, ...]] = (
-    EntitySpec(
-        key="frame_errors",
-        name="Frame errors",
-        value_key="frame_errors",
-        state_class="total_increasing",
-        diagnostic=True,
-        expires=False,
-        icon="mdi:alert-circle-outline",
-    ),
+    _FRAME_ERRORS,
     EntitySpec(
         key="mqtt_backlog",
         name="MQTT backlog",

@@ -169,8 +169,11 @@ class Supervisor:
         store_totals: Callable[[Config], Mapping[int, float]] = store_energy_totals,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
         handle_signals: bool = False,
+        log_level: str | None = None,
     ) -> None:
         self.config = config
+        # A level given on the command line outranks the config, reloads too.
+        self._log_level = log_level
         self.config_path = config_path
         self.ready = asyncio.Event()
         self._clock = clock
@@ -508,7 +511,7 @@ class Supervisor:
             stage.reconfigure(new)
         self.config = new
         if new.logging != old.logging:
-            setup_logging(new.logging.level, new.logging.format)
+            setup_logging(self._log_level or new.logging.level, new.logging.format)
         for channel in self._bus.channels:
             try:
                 channel.sink.reconfigure(new)

@@ -84,6 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
             config_path=path,
             flush_timeout_s=args.flush_timeout,
             handle_signals=True,
+            log_level=args.log_level,
         )
         await supervisor.run()
 
