@@ -18,7 +18,7 @@ import pytest
 import wattd.spool as spool_module
 from wattd.config import parse_config
 from wattd.errors import SpoolError
-from wattd.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool
+from wattd.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -404,3 +404,230 @@ async def test_async_calls_do_not_block_the_event_loop(tmp_path: Path) -> None:
     # The loop kept running while the spool thread was busy.
     assert ticks >= 10
     await s.close()
+
+
+# -- maintenance: listing, requeueing and dropping dead letters ----------------------
+
+
+def dead_lettered(s: Spool, stream: str, picks: list[int], reason: str) -> list[int]:
+    """Dead-letter the queued items at positions ``picks``; returns their item ids."""
+    queued = s.peek(stream, 10_000)
+    chosen = [queued[k] for k in picks]
+    s.dead_letter(stream, chosen, reason)
+    return [i.id for i in chosen]
+
+
+def balanced(stats: StreamStats) -> bool:
+    return stats.appended == (
+        stats.depth + stats.acked + stats.dropped + stats.dead_lettered
+    )
+
+
+def test_requeue_appends_dead_letters_after_the_queue_with_their_time(
+    spool: Spool,
+) -> None:
+    spool.append("influx", items(0, 6))
+    old_ids = dead_lettered(spool, "influx", [1, 3], "HTTP 400: type conflict")
+    spool.append("influx", items(6, 2))
+    last_id = spool.peek("influx", 100)[-1].id
+    before = spool.stats("influx")
+    letters = spool.list_dead_letters(stream="influx")
+    outcome = spool.requeue_dead_letters([letters[0].id, letters[1].id])
+    assert (outcome.done, outcome.missing, outcome.left, outcome.dropped) == (
+        2,
+        (),
+        0,
+        0,
+    )
+    after = spool.stats("influx")
+    assert after.depth == before.depth + 2
+    assert after.bytes == before.bytes + 2 * (10 + ROW_OVERHEAD_BYTES)
+    assert after.appended == before.appended + 2
+    assert after.dead_lettered == before.dead_lettered == 2
+    assert after.dead_letters == 0
+    assert balanced(after)
+    # A consumer reading past what it has in flight finds them, in the old order.
+    back = spool.peek("influx", 10, after_id=last_id)
+    assert [(i.time_ns, i.payload) for i in back] == [items(0, 6)[1], items(0, 6)[3]]
+    assert min(i.id for i in back) > max(old_ids)
+    queue = spool.peek("influx", 100)
+    assert [i.payload for i in queue[-2:]] == [items(0, 6)[1][1], items(0, 6)[3][1]]
+
+
+def test_requeue_all_of_one_stream_leaves_the_others(spool: Spool) -> None:
+    spool.append("influx", items(0, 4))
+    spool.append("mqtt", items(100, 4))
+    dead_lettered(spool, "influx", [0, 1], "bad")
+    dead_lettered(spool, "mqtt", [2], "bad too")
+    outcome = spool.requeue_dead_letters(stream="influx")
+    assert outcome.done == 2
+    assert spool.stats("influx").dead_letters == 0
+    assert spool.stats("influx").depth == 4
+    assert [d.stream for d in spool.list_dead_letters()] == ["mqtt"]
+    assert spool.stats("mqtt").depth == 3
+    assert balanced(spool.stats("influx"))
+    assert balanced(spool.stats("mqtt"))
+
+
+def test_requeue_into_a_full_spool_drops_the_oldest_like_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = Spool(tmp_path / "s.sqlite", max_items=20)
+    s.append("influx", items(0, 10))
+    dead_lettered(s, "influx", [0, 1, 2], "HTTP 400: type conflict")
+    s.append("influx", items(10, 13))
+    assert s.depth("influx") == 20
+    with caplog.at_level(logging.WARNING, logger="wattd.spool"):
+        outcome = s.requeue_dead_letters()
+    assert (outcome.done, outcome.dropped, outcome.left) == (3, 3, 0)
+    stats = s.stats("influx")
+    assert stats.depth == 20
+    assert stats.dropped == 3
+    assert stats.dead_letters == 0
+    assert balanced(stats)
+    # The oldest queued items made room; the requeued ones are at the end.
+    payloads = [i.payload for i in s.peek("influx", 100)]
+    assert payloads == [p for _, p in items(6, 17)] + [p for _, p in items(0, 3)]
+    assert "dropped the 3 oldest influx item(s)" in caplog.text
+    s.close()
+
+
+def test_requeue_more_than_the_spool_holds_keeps_the_oldest_dead(
+    tmp_path: Path,
+) -> None:
+    s = Spool(tmp_path / "s.sqlite", max_items=5)
+    for start in (0, 5):
+        s.append("influx", items(start, 5))
+        dead_lettered(s, "influx", [0, 1, 2, 3, 4], "bad")
+    outcome = s.requeue_dead_letters(stream="influx")
+    assert (outcome.done, outcome.left, outcome.dropped) == (5, 5, 0)
+    assert [i.payload for i in s.peek("influx", 10)] == [p for _, p in items(5, 5)]
+    kept = s.list_dead_letters(stream="influx")
+    assert sorted(d.payload for d in kept) == [p for _, p in items(0, 5)]
+    assert balanced(s.stats("influx"))
+    s.close()
+
+
+def test_requeue_and_drop_report_ids_that_are_no_dead_letter(spool: Spool) -> None:
+    spool.append("influx", items(0, 3))
+    spool.append("mqtt", items(10, 3))
+    dead_lettered(spool, "influx", [0], "bad")
+    dead_lettered(spool, "mqtt", [0], "bad")
+    influx_id = spool.list_dead_letters(stream="influx")[0].id
+    mqtt_id = spool.list_dead_letters(stream="mqtt")[0].id
+    # An id of another stream is not found when a stream is named.
+    outcome = spool.requeue_dead_letters([influx_id, mqtt_id, 999], stream="influx")
+    assert outcome.done == 1
+    assert outcome.missing == (mqtt_id, 999)
+    dropped = spool.drop_dead_letters([mqtt_id, influx_id])
+    assert dropped.done == 1
+    assert dropped.missing == (influx_id,)
+    assert spool.list_dead_letters() == []
+
+
+def test_drop_dead_letters_keeps_the_lifetime_counters(spool: Spool) -> None:
+    spool.append("influx", items(0, 5))
+    dead_lettered(spool, "influx", [0, 2, 4], "bad")
+    newest = spool.list_dead_letters(stream="influx", limit=1)[0]
+    assert spool.drop_dead_letters([newest.id]).done == 1
+    assert spool.stats("influx").dead_letters == 2
+    assert spool.drop_dead_letters(stream="influx").done == 2
+    stats = spool.stats("influx")
+    assert (stats.dead_letters, stats.dead_lettered, stats.depth) == (0, 3, 2)
+    assert balanced(stats)
+
+
+def test_list_dead_letters_of_every_stream_newest_first(spool: Spool) -> None:
+    spool.append("influx", items(0, 2))
+    spool.append("mqtt", items(10, 2))
+    dead_lettered(spool, "influx", [0], "first")
+    dead_lettered(spool, "mqtt", [1], "second")
+    dead_lettered(spool, "influx", [0], "third")
+    letters = spool.list_dead_letters()
+    assert [(d.stream, d.reason) for d in letters] == [
+        ("influx", "third"),
+        ("mqtt", "second"),
+        ("influx", "first"),
+    ]
+    assert letters[1].payload == items(10, 2)[1][1]
+    assert [d.reason for d in spool.list_dead_letters(limit=2)] == ["third", "second"]
+
+
+def test_all_stats_covers_every_stream(spool: Spool) -> None:
+    spool.append("influx", items(0, 3))
+    spool.append("mqtt", items(10, 1))
+    stats = spool.all_stats()
+    assert list(stats) == ["influx", "mqtt"]
+    assert stats["influx"] == spool.stats("influx")
+    assert stats["mqtt"].depth == 1
+
+
+# -- maintenance: opening an existing file only ---------------------------------------
+
+
+def test_must_exist_never_creates_a_file_or_directory(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "spool.sqlite"
+    with pytest.raises(SpoolError, match="no spool here yet") as caught:
+        Spool(path, must_exist=True)
+    assert str(path) in str(caught.value)
+    assert not path.parent.exists()
+
+
+def test_must_exist_neither_creates_streams_nor_invents_them(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool(path).close()
+    with Spool(path, must_exist=True) as s:
+        with pytest.raises(SpoolError, match="no stream 'influx'"):
+            s.stats("influx")
+        with pytest.raises(SpoolError, match="no stream 'influx'"):
+            s.requeue_dead_letters(stream="influx")
+        assert s.streams() == []
+
+
+def test_must_exist_reports_a_damaged_file_and_leaves_it(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    path.write_bytes(b"this is not a database\n" * 500)
+    with pytest.raises(SpoolError, match="is damaged"):
+        Spool(path, must_exist=True)
+    assert path.read_bytes().startswith(b"this is not a database")
+    assert list(tmp_path.glob("spool.sqlite.corrupt-*")) == []
+
+
+def test_must_exist_refuses_a_database_that_is_not_a_spool(tmp_path: Path) -> None:
+    path = tmp_path / "other.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE readings (x)")
+    conn.close()
+    with pytest.raises(SpoolError, match="not a wattd spool"):
+        Spool(path, must_exist=True)
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    conn.close()
+    assert tables == {"readings"}
+
+
+def test_requeue_waits_for_another_connections_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    daemon = Spool(path)
+    daemon.append("influx", items(0, 4))
+    dead_lettered(daemon, "influx", [1], "HTTP 400: type conflict")
+    seen = daemon.peek("influx", 10)[-1].id
+    # The daemon is in the middle of a write when the command comes.
+    daemon._conn.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.4, lambda: daemon._conn.execute("COMMIT"))
+    release.start()
+    try:
+        with Spool(path, must_exist=True) as tool:
+            start = time.monotonic()
+            outcome = tool.requeue_dead_letters(stream="influx")
+            waited = time.monotonic() - start
+    finally:
+        release.join()
+    assert outcome.done == 1
+    assert waited >= 0.3
+    # The daemon's own connection sees the requeued item past what it had read.
+    (back,) = daemon.peek("influx", 10, after_id=seen)
+    assert (back.time_ns, back.payload) == items(0, 4)[1]
+    assert daemon.stats("influx").depth == 4
+    assert daemon.stats("influx").dead_letters == 0
+    daemon.close()

@@ -23,6 +23,11 @@ never block on fsync. Sinks share one :class:`AsyncSpool` per file through
 :class:`~wattd.errors.SpoolError`, renamed aside, and a fresh spool is started;
 if not even that works, the spool falls back to memory (not durable, loudly
 reported) rather than stopping the daemon.
+
+Maintenance commands (``wattd spool``) open the same file with
+``must_exist=True``: then nothing is created, set aside or replaced, and any
+problem is raised instead. They can run next to the daemon; SQLite's busy
+timeout serialises their short transactions with the daemon's.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncSpool",
     "DeadLetter",
+    "DeadLetterOutcome",
     "Spool",
     "SpoolItem",
     "StreamStats",
@@ -83,6 +89,9 @@ _STREAM_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SQLITE_CORRUPT: Final = 11
 _SQLITE_NOTADB: Final = 26
 _SQLITE_CANTOPEN: Final = 14
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_TABLES: Final = frozenset({"streams", "items", "dead_letters"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -151,6 +160,20 @@ class StreamStats:
     """Dead letters currently kept (at most :data:`MAX_DEAD_LETTERS`)."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterOutcome:
+    """What a requeue or a drop of dead letters did (see :class:`Spool`)."""
+
+    done: int
+    """Dead letters requeued or deleted."""
+    missing: tuple[int, ...] = ()
+    """Ids asked for that are no dead letter (of the stream, if one was given)."""
+    left: int = 0
+    """Dead letters not requeued because the spool bounds cannot hold them at all."""
+    dropped: int = 0
+    """Queued items dropped to make room, as :meth:`Spool.append` drops them."""
+
+
 class Spool:
     """The synchronous spool. Use it from one thread only (see :class:`AsyncSpool`).
 
@@ -158,6 +181,10 @@ class Spool:
         path: the SQLite file; ``None`` keeps the spool in memory (tests, fallback).
         max_items: most items over all streams.
         max_bytes: most payload bytes (plus :data:`ROW_OVERHEAD_BYTES` per item).
+        must_exist: for maintenance commands: the file and every stream named
+            must already exist, and a missing, locked or damaged file raises
+            :class:`~wattd.errors.SpoolError` instead of being created, set aside
+            or replaced by memory.
     """
 
     def __init__(
@@ -166,6 +193,7 @@ class Spool:
         *,
         max_items: int = 2_000_000,
         max_bytes: int = 512 << 20,
+        must_exist: bool = False,
     ) -> None:
         if max_items < 1 or max_bytes < 1:
             msg = (
@@ -173,15 +201,35 @@ class Spool:
                 f" (max_items={max_items}, max_bytes={max_bytes})"
             )
             raise SpoolError(msg)
+        if must_exist and path is None:
+            msg = "must_exist needs a spool file, not an in-memory spool"
+            raise SpoolError(msg)
         self.path = path
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.must_exist = must_exist
         self.problems: list[SpoolError] = []
         """Every corrupt/unreadable file met since start, oldest first."""
         self.durable = path is not None
         self._stream_ids: dict[str, int] = {}
         self._last_drop_log: dict[str, float] = {}
         self._conn = self._open_or_recover()
+
+    @classmethod
+    def for_config(cls, config: Config, *, must_exist: bool = False) -> Spool:
+        """The spool described by ``config.spool`` (its path and bounds)."""
+        return cls(
+            config.spool_path,
+            max_items=config.spool.max_items,
+            max_bytes=config.spool.max_bytes,
+            must_exist=must_exist,
+        )
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- public API ------------------------------------------------------------
 
@@ -248,6 +296,75 @@ class Spool:
             )
             for r in rows
         ]
+
+    def list_dead_letters(
+        self, *, stream: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters of ``stream``, or of every stream.
+
+        Newest first, like :meth:`dead_letters`.
+        """
+        select = (
+            "SELECT d.id, s.name, d.time_ns, d.payload, d.reason, d.failed_at_ns"
+            " FROM dead_letters AS d JOIN streams AS s ON s.id = d.stream"
+        )
+
+        def read() -> list[tuple[int, str, int, bytes, str, int]]:
+            if stream is None:
+                sql = f"{select} ORDER BY d.id DESC LIMIT ?"
+                return self._conn.execute(sql, (limit,)).fetchall()
+            sql = f"{select} WHERE d.stream = ? ORDER BY d.id DESC LIMIT ?"
+            return self._conn.execute(sql, (self._stream_id(stream), limit)).fetchall()
+
+        return [
+            DeadLetter(
+                id=r[0],
+                stream=r[1],
+                time_ns=r[2],
+                payload=r[3],
+                reason=r[4],
+                failed_at_ns=r[5],
+            )
+            for r in self._guarded(read)
+        ]
+
+    def requeue_dead_letters(
+        self, ids: Iterable[int] | None = None, *, stream: str | None = None
+    ) -> DeadLetterOutcome:
+        """Move dead letters back into the queue of their stream, in one transaction.
+
+        ``ids`` None means all of them (of ``stream``, else of every stream). Each
+        keeps its ``time_ns`` and payload and gets a new id, so it is sent after
+        what is queued now; it counts as appended again, which keeps
+        ``appended = depth + acked + dropped + dead_lettered``. The bounds apply
+        as in :meth:`append`: the oldest queued items are dropped (and counted)
+        to make room; dead letters that the bounds cannot hold even in an empty
+        spool stay dead letters (the oldest ones).
+        """
+        id_list = None if ids is None else sorted(set(ids))
+        return self._guarded(lambda: self._requeue(id_list, stream))
+
+    def drop_dead_letters(
+        self, ids: Iterable[int] | None = None, *, stream: str | None = None
+    ) -> DeadLetterOutcome:
+        """Delete dead letters: ``ids``, or all of them (of ``stream``, else all).
+
+        The lifetime ``dead_lettered`` counters stay as they are.
+        """
+        id_list = None if ids is None else sorted(set(ids))
+        return self._guarded(lambda: self._drop_dead(id_list, stream))
+
+    def all_stats(self) -> dict[str, StreamStats]:
+        """:meth:`stats` of every stream, read from one snapshot of the file."""
+
+        def read() -> dict[str, StreamStats]:
+            with self._transaction(immediate=False):
+                rows = self._conn.execute(
+                    "SELECT id, name FROM streams ORDER BY id"
+                ).fetchall()
+                return {name: self._stats(sid) for sid, name in rows}
+
+        return self._guarded(read)
 
     def dead_letter_count(self, stream: str) -> int:
         """Dead letters currently kept for ``stream``."""
@@ -444,6 +561,91 @@ class Spool:
         self._maybe_vacuum()
         return self._stats(sid)
 
+    def _requeue(self, ids: list[int] | None, stream: str | None) -> DeadLetterOutcome:
+        sid = None if stream is None else self._stream_id(stream)
+        with self._transaction():
+            letters = self._select_dead(ids, sid)
+            missing = _missing(ids, letters)
+            rows = [(t, p) for _, _, t, p in letters]
+            left = self._trim_batch(rows)
+            moving = letters[left:]
+            if not moving:
+                return DeadLetterOutcome(done=0, missing=missing, left=left)
+            per_stream: dict[int, list[int]] = {}
+            for _, target, _, payload in moving:
+                entry = per_stream.setdefault(target, [0, 0])
+                entry[0] += 1
+                entry[1] += len(payload) + ROW_OVERHEAD_BYTES
+            need_items = len(moving)
+            need_bytes = sum(size for _, size in per_stream.values())
+            # Room is made once for the whole set, so one stream's requeued
+            # items are never dropped to fit another's. Only influx dead-letters
+            # today, so this is exactly append's order of victims.
+            first = max(per_stream, key=lambda s: per_stream[s][0])
+            dropped = self._make_room(first, need_items, need_bytes)
+            self._conn.executemany(
+                "INSERT INTO items (stream, time_ns, payload) VALUES (?, ?, ?)",
+                [(s, t, p) for _, s, t, p in moving],
+            )
+            for target, (count, size) in per_stream.items():
+                self._conn.execute(
+                    "UPDATE streams SET depth = depth + ?, bytes = bytes + ?,"
+                    " appended = appended + ? WHERE id = ?",
+                    (count, size, count, target),
+                )
+            for victim, count in dropped.items():
+                self._conn.execute(
+                    "UPDATE streams SET dropped = dropped + ? WHERE id = ?",
+                    (count, victim),
+                )
+            self._delete_dead([r[0] for r in moving])
+        for victim, count in dropped.items():
+            self._log_drop(victim, count)
+        return DeadLetterOutcome(
+            done=len(moving),
+            missing=missing,
+            left=left,
+            dropped=sum(dropped.values()),
+        )
+
+    def _drop_dead(
+        self, ids: list[int] | None, stream: str | None
+    ) -> DeadLetterOutcome:
+        sid = None if stream is None else self._stream_id(stream)
+        with self._transaction():
+            letters = self._select_dead(ids, sid, payloads=False)
+            self._delete_dead([r[0] for r in letters])
+        self._maybe_vacuum()
+        return DeadLetterOutcome(done=len(letters), missing=_missing(ids, letters))
+
+    def _select_dead(
+        self, ids: list[int] | None, sid: int | None, *, payloads: bool = True
+    ) -> list[tuple[int, int, int, bytes]]:
+        """``(id, stream, time_ns, payload)`` of the chosen dead letters, by id.
+
+        Without ``payloads`` the payload is left empty (it is not read).
+        """
+        payload = "payload" if payloads else "x''"
+        select = f"SELECT id, stream, time_ns, {payload} FROM dead_letters"  # noqa: S608
+        where_stream = "" if sid is None else " AND stream = :sid"
+        if ids is None:
+            sql = f"{select} WHERE 1{where_stream} ORDER BY id"
+            return self._conn.execute(sql, {"sid": sid}).fetchall()
+        rows: list[tuple[int, int, int, bytes]] = []
+        sql = f"{select} WHERE id BETWEEN :first AND :last{where_stream} ORDER BY id"
+        for first, last in _runs(ids):
+            rows += self._conn.execute(
+                sql, {"first": first, "last": last, "sid": sid}
+            ).fetchall()
+        return rows
+
+    def _delete_dead(self, ids: list[int]) -> None:
+        """Delete dead letters by id (sorted) inside a transaction."""
+        for first, last in _runs(ids):
+            self._conn.execute(
+                "DELETE FROM dead_letters WHERE id BETWEEN ? AND ?", (first, last)
+            )
+
     def _stats(self, sid: int) -> StreamStats:
         row = self._conn.execute(
             "SELECT depth, bytes, appended, acked, dropped, dead_lettered FROM streams"
@@ -477,6 +679,10 @@ class Spool:
                 " starting with a letter"
             )
             raise SpoolError(msg)
+        if self.must_exist:
+            sid = self._existing_stream_id(stream)
+            self._stream_ids[stream] = sid
+            return sid
 
         def create() -> int:
             with self._transaction():
@@ -492,8 +698,20 @@ class Spool:
         self._stream_ids[stream] = sid
         return sid
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _existing_stream_id(self, stream: str) -> int:
+        row = self._guarded(
+            lambda: self._conn.execute(
+                "SELECT id FROM streams WHERE name = ?", (stream,)
+            ).fetchone()
+        )
+        if row is None:
+            known = ", ".join(self.streams()) or "none yet"
+            msg = f"spool {self._where()} has no stream {stream!r} (streams: {known})"
+            raise SpoolError(msg)
+        return int(row[0])
+
+    def _transaction(self, *, immediate: bool = True) -> _Transaction:
+        return _Transaction(self._conn, immediate=immediate)
 
     def _maybe_vacuum(self) -> None:
         if not self.durable:
@@ -507,7 +725,13 @@ class Spool:
             self._conn.executescript("PRAGMA incremental_vacuum;")
 
     def _log_drop(self, sid: int, count: int) -> None:
-        name = next((n for n, i in self._stream_ids.items() if i == sid), str(sid))
+        name = next((n for n, i in self._stream_ids.items() if i == sid), None)
+        if name is None:
+            # A maintenance command may drop from a stream it never used itself.
+            row = self._conn.execute(
+                "SELECT name FROM streams WHERE id = ?", (sid,)
+            ).fetchone()
+            name = str(row[0]) if row else str(sid)
         now = time.monotonic()
         last = self._last_drop_log.get(name)
         if last is not None and now - last < DROP_LOG_INTERVAL_S:
@@ -541,10 +765,22 @@ class Spool:
         except sqlite3.DatabaseError as exc:
             if not _is_corruption(exc):
                 raise self._io_error(exc) from None
+            if self.must_exist:
+                msg = (
+                    f"spool {self._where()} is damaged ({exc}); the daemon sets it"
+                    " aside and starts a fresh spool when it next reads it"
+                )
+                raise SpoolError(msg) from None
             self._recover(f"it became unreadable ({exc})")
             return operation()
 
     def _io_error(self, exc: sqlite3.DatabaseError) -> SpoolError:
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code in {_SQLITE_BUSY, _SQLITE_LOCKED}:
+            return SpoolError(
+                f"spool {self._where()}: {exc}; another process kept it locked for"
+                f" more than {BUSY_TIMEOUT_S:g} s, try again"
+            )
         return SpoolError(
             f"spool {self._where()}: {exc}; check free disk space and that the"
             " directory is writable by wattd"
@@ -553,6 +789,8 @@ class Spool:
     def _open_or_recover(self) -> sqlite3.Connection:
         if self.path is None:
             return self._connect(None)
+        if self.must_exist:
+            return self._connect_existing(self.path)
         try:
             return self._connect(self.path)
         except _UnusableFile as exc:
@@ -638,10 +876,70 @@ class Spool:
             raise
         return conn
 
+    def _connect_existing(self, path: Path) -> sqlite3.Connection:
+        """Open a spool file that must exist; never create, move or replace it."""
+        if not path.is_file():
+            what = "is not a file" if path.exists() else "no spool here yet"
+            msg = (
+                f"{path}: {what}; the daemon creates the spool when the InfluxDB or"
+                " MQTT sink first starts. Check --config, state_dir or spool.path"
+            )
+            raise SpoolError(msg)
+        # mode=rw: SQLite must not create the file if it vanished meanwhile.
+        target = f"{path.absolute().as_uri()}?mode=rw"
+        try:
+            conn = sqlite3.connect(
+                target,
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_S,
+            )
+        except sqlite3.Error as exc:
+            raise self._cannot_open(path, exc) from None
+        try:
+            self._prepare(conn, durable=True, create=False)
+        except _UnusableFile as exc:
+            conn.close()
+            msg = (
+                f"spool {path}: {exc}; the daemon sets such a file aside and starts"
+                " a fresh spool when it next opens it"
+            )
+            raise SpoolError(msg) from None
+        except SpoolError:
+            conn.close()
+            raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if _is_corruption(exc):
+                msg = (
+                    f"spool {path} is damaged ({exc}); the daemon sets it aside and"
+                    " starts a fresh spool when it next opens it"
+                )
+                raise SpoolError(msg) from None
+            raise self._cannot_open(path, exc) from None
+        return conn
+
     @staticmethod
-    def _prepare(conn: sqlite3.Connection, *, durable: bool) -> None:
-        # auto_vacuum only takes effect before the first table is created.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    def _cannot_open(path: Path, exc: sqlite3.Error) -> SpoolError:
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code in {_SQLITE_BUSY, _SQLITE_LOCKED}:
+            return SpoolError(
+                f"cannot open spool {path}: {exc}; another process kept it locked"
+                f" for more than {BUSY_TIMEOUT_S:g} s, try again"
+            )
+        return SpoolError(
+            f"cannot open spool {path}: {exc}; run this as the user wattd runs as"
+            " (it needs to write the file, its directory and the -wal/-shm files)"
+        )
+
+    @staticmethod
+    def _prepare(
+        conn: sqlite3.Connection, *, durable: bool, create: bool = True
+    ) -> None:
+        if create:
+            # auto_vacuum only takes effect before the first table is created.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB:d}")
         if durable:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -664,6 +962,20 @@ class Spool:
                 f" knows {SCHEMA_VERSION})"
             )
             raise _UnusableFile(msg)
+        if not create:
+            tables = {
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+            if not tables >= _TABLES:
+                msg = (
+                    "it is not a wattd spool (it lacks the tables"
+                    f" {', '.join(sorted(_TABLES - tables))}); check spool.path"
+                )
+                raise SpoolError(msg)
+            return
         with _Transaction(conn):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -681,15 +993,20 @@ class _UnusableFile(SpoolError):
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error.
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    With ``immediate=False`` a plain ``BEGIN``: a read-only snapshot that takes
+    no write lock.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, immediate: bool = True) -> None:
         self._conn = conn
+        self._immediate = immediate
 
     def __enter__(self) -> None:
         # IMMEDIATE takes the write lock up front, so the bounds read inside the
         # transaction cannot go stale under another writer.
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.execute("BEGIN IMMEDIATE" if self._immediate else "BEGIN")
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
@@ -712,6 +1029,16 @@ def _runs(ids: list[int]) -> Iterable[tuple[int, int]]:
             first = i
         prev = i
     yield first, prev
+
+
+def _missing(
+    ids: list[int] | None, found: Sequence[tuple[int, int, int, bytes]]
+) -> tuple[int, ...]:
+    """Ids asked for (sorted) that are not among the found rows."""
+    if ids is None:
+        return ()
+    have = {r[0] for r in found}
+    return tuple(i for i in ids if i not in have)
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
