@@ -41,168 +41,56 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tty
-import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import yaml
 
+# Run as a script: put the repo root on sys.path so that tests.fixtures imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.daemon import DaemonProcess, meter_sensors, write_config
+from tests.fixtures.pty import Pty
+from tests.fixtures.services import (
+    LOOPBACK,
+    MissingBinary,
+    Mosquitto,
+    VictoriaMetrics,
+    env_without_proxies,
+    free_port,
+    require_binary,
+)
 from wattd.simulate import MeterModel, Simulator, varied_meters
 
-ROOT = Path(__file__).resolve().parents[1]
-LOOPBACK = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # -- services --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(OSError),
-            socket.create_connection((LOOPBACK, port), 0.2),
-        ):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {LOOPBACK}:{port}")
-
-
-def binary(name: str) -> str:
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
-    )
-    if path is None:
-        raise SystemExit(f"{name} is not installed; `bash .ci/test` installs it")
-    return path
-
-
-class Service:
-    """A child server that can be stopped, killed and started again on its port."""
-
-    def __init__(self, argv: list[str], port: int, log: Path) -> None:
-        self.argv, self.port, self.log = argv, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_port(self.port)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((LOOPBACK, self.port), 0.1):
-                    time.sleep(0.05)
-            except OSError:
-                return
-
-
-def mosquitto(workdir: Path, *, persistent: bool = False) -> Service:
-    """A private broker; ``persistent`` keeps sessions on disk across a kill."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = [
-        f"listener {port} {LOOPBACK}",
-        "allow_anonymous true",
-        "log_dest stdout",
-        "log_type error",
-        "max_queued_messages 1000000",
-        "max_inflight_messages 1000",
-    ]
-    if persistent:
-        # Saved every second, so a SIGKILL loses at most a second of session
-        # state; subscribers' sessions and subscriptions survive.
-        conf += ["user root", "persistence true", f"persistence_location {workdir}/",
-                 "autosave_interval 1"]  # fmt: skip
-    else:
-        conf.append("persistence false")
-    path = workdir / "mosquitto.conf"
-    path.write_text("\n".join(conf) + "\n")
-    return Service(
-        [binary("mosquitto"), "-c", str(path)], port, workdir / "mosquitto.log"
+def mosquitto(workdir: Path, *, persistent: bool = False) -> Mosquitto:
+    """A private broker with room for a fast publisher's backlog."""
+    return Mosquitto(
+        workdir,
+        persistent=persistent,
+        max_queued_messages=1_000_000,
+        extra_conf="max_inflight_messages 1000",
     )
 
 
-class Victoria(Service):
-    """A private VictoriaMetrics taking InfluxDB line protocol."""
-
-    def __init__(self, workdir: Path) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.url = f"http://{LOOPBACK}:{port}"
-        super().__init__(
-            [
-                binary("victoria-metrics"),
-                f"-httpListenAddr={LOOPBACK}:{port}",
-                f"-storageDataPath={workdir / 'data'}",
-                "-retentionPeriod=100y",
-                "-search.disableCache",
-                "-loggerLevel=ERROR",
-            ],
-            port,
-            workdir / "victoria.log",
-        )
-
-    def start(self) -> None:
-        super().start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            url = f"{self.url}/health"
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(url, timeout=1) as resp,  # noqa: S310
-            ):
-                if resp.status == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("victoria-metrics did not become healthy")
-
-    def sample_counts(self, metric: str = "power_watts") -> dict[str, int]:
-        """Samples per sensor label of one series name (duplicates included)."""
-        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10):  # noqa: S310
-            pass
-        body = urllib.parse.urlencode({"match[]": f'{{__name__="{metric}"}}'}).encode()
-        counts: dict[str, int] = collections.Counter()
-        url = f"{self.url}/api/v1/export"
-        with urllib.request.urlopen(url, data=body, timeout=60) as resp:  # noqa: S310
-            for line in resp:
-                if line.strip():
-                    row = json.loads(line)
-                    counts[row["metric"].get("sensor", "?")] += len(row["values"])
-        return dict(counts)
+def sample_counts(tsdb: VictoriaMetrics, metric: str = "power_watts") -> dict[str, int]:
+    """Samples per sensor label of one series name (duplicates included)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for row in tsdb.export(f'{{__name__="{metric}"}}'):
+        counts[row["metric"].get("sensor", "?")] += len(row["values"])
+    return dict(counts)
 
 
 # -- the daemon ------------------------------------------------------------------
@@ -211,22 +99,14 @@ class Victoria(Service):
 def sensors_config(meters: list[MeterModel]) -> list[dict[str, Any]]:
     """Sensor entries with each simulated meter's true calibration."""
     racks = "ABCDEFGH"
-    out = []
-    for m in meters:
-        cal = m.calibration_values()
-        out.append(
-            {
-                "address": m.address,
-                "name": f"meter-{m.address}",
-                "current_zero": float(cal["current_zero"]),
-                "counts_per_amp": float(cal["counts_per_amp"]),
-                "counts_per_volt": float(cal["counts_per_volt"]),
-                "voltage_zero": float(cal["voltage_zero"]),
-                "rack": racks[m.address % len(racks)],
-                "customer": f"cust-{m.address % 5}",
-            }
-        )
-    return out
+    return [
+        {
+            **entry,
+            "rack": racks[m.address % len(racks)],
+            "customer": f"cust-{m.address % 5}",
+        }
+        for m, entry in zip(meters, meter_sensors(meters), strict=True)
+    ]
 
 
 def daemon_config(
@@ -272,32 +152,16 @@ def daemon_config(
     }
 
 
-class Daemon:
-    """``python -m wattd run`` with its log in a file."""
+class Daemon(DaemonProcess):
+    """``python -m wattd run``, optionally under cProfile, with its CPU and memory."""
 
     def __init__(
         self, config: dict[str, Any], workdir: Path, *, profile: Path | None = None
     ) -> None:
-        self.profile = profile
-        self.config_path = workdir / "wattd.yaml"
-        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.log_path = workdir / "wattd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env["PYTHONUNBUFFERED"] = "1"
-        with self.log_path.open("ab") as out:
-            # cProfile sees the event loop thread, which does the per-frame work.
-            prof = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
-            argv = [sys.executable, *prof, "-m", "wattd", "run"]
-            self.proc = subprocess.Popen(
-                [*argv, "--config", str(self.config_path)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        # cProfile sees the event loop thread, which does the per-frame work.
+        prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
+        super().__init__(write_config(workdir / "wattd.yaml", config), python_args=prof)
+        self.env = {**env_without_proxies(), "PYTHONUNBUFFERED": "1"}
 
     @property
     def pid(self) -> int:
@@ -319,25 +183,9 @@ class Daemon:
                 values[key] = int(rest.split()[0]) / 1024
         return values["VmRSS"], values["VmHWM"]
 
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-    def tail(self, n: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-n:]
-        return ""
+    def stop(self, timeout: float = 60) -> int | None:
+        """Stop, giving a backlog time to drain into the sinks."""
+        return super().stop(timeout)
 
 
 def wait_ready(daemon: Daemon, web_port: int, timeout: float = 30) -> None:
@@ -349,9 +197,9 @@ def wait_ready(daemon: Daemon, web_port: int, timeout: float = 30) -> None:
             with urllib.request.urlopen(url, timeout=1):
                 return
         if daemon.proc is not None and daemon.proc.poll() is not None:
-            raise RuntimeError(f"wattd exited:\n{daemon.tail()}")
+            raise RuntimeError(f"wattd exited:\n{daemon.log[-3000:]}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"wattd did not come up:\n{daemon.tail()}")
+            raise RuntimeError(f"wattd did not come up:\n{daemon.log[-3000:]}")
         time.sleep(0.05)
 
 
@@ -491,7 +339,7 @@ async def web_clients(port: int, stop: asyncio.Event) -> int:
     os.close(fd)
     events = Path(events_path)
     viewer = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-        [binary("curl"), "-sN", "-o", events_path,
+        [require_binary("curl"), "-sN", "-o", events_path,
          f"http://{LOOPBACK}:{port}/api/events"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -553,15 +401,14 @@ async def bench_one(
     meters = varied_meters(n_sensors, seed=n_sensors)
     frames = make_frames(meters, int(rate * duration))
     broker = mosquitto(workdir / "mosquitto")
-    tsdb = Victoria(workdir / "victoria")
+    tsdb = VictoriaMetrics(workdir / "victoria")
     broker.start()
     tsdb.start()
-    master, slave = os.openpty()
-    tty.setraw(slave)
+    pty = Pty()
     web_port = free_port()
     config = daemon_config(
         workdir,
-        os.ttyname(slave),
+        pty.path,
         meters,
         broker_port=broker.port,
         victoria_url=tsdb.url,
@@ -572,7 +419,7 @@ async def bench_one(
     try:
         daemon.start()
         wait_ready(daemon, web_port)
-        feeder = Feeder(master, frames, rate)
+        feeder = Feeder(pty.master, frames, rate)
         sub = Subscriber(broker.port, "bench/+/state", feeder=feeder)
         sub_task = asyncio.create_task(sub.run())
         await asyncio.wait_for(sub.ready.wait(), 10)
@@ -600,14 +447,14 @@ async def bench_one(
         )
         influx = {}
         while time.monotonic() < deadline:
-            influx = await asyncio.to_thread(tsdb.sample_counts)
+            influx = await asyncio.to_thread(sample_counts, tsdb)
             if sum(influx.values()) >= feeder.count:
                 break
             await asyncio.sleep(0.5)
         _, peak = daemon.memory()
         code = daemon.stop()
         if code != 0:
-            print(daemon.tail(), file=sys.stderr)
+            print(daemon.log[-3000:], file=sys.stderr)
         stored = store_counts(workdir / "state" / "wattd.sqlite")
     finally:
         if sub_task is not None:
@@ -618,9 +465,7 @@ async def bench_one(
             daemon.stop()
         broker.stop()
         tsdb.stop()
-        for fd in (master, slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        pty.close()
     lat = sorted(sub.latencies) or [float("nan")]
     return Result(
         sensors=n_sensors,
@@ -718,4 +563,7 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except MissingBinary as exc:
+        sys.exit(str(exc))

@@ -26,73 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import platform
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+# Run as a script: put the repo root on sys.path so that tests.fixtures imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.services import MissingBinary, VictoriaMetrics, running
 from wattd.config import Config, parse_config
 from wattd.lineprotocol import PointEncoder
 from wattd.readings import Reading
 from wattd.sinks.influx import STREAM, InfluxSink
 from wattd.spool import Spool
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SENSORS = 20
 WRITE_BATCH = 1_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def victoria(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("victoria-metrics")
-    if binary is None:
-        sys.exit("victoria-metrics is not installed (bash .ci/test installs it)")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (workdir / "vm.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"-httpListenAddr=127.0.0.1:{port}",
-                f"-storageDataPath={workdir / 'vmdata'}",
-                "-retentionPeriod=100y",
-                "-loggerLevel=ERROR",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):  # noqa: S310
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    sys.exit("victoria-metrics did not start")
-                time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def readings(count: int, offset: int = 0) -> list[Reading]:
@@ -222,7 +176,8 @@ def main() -> None:
         rows.append(
             (f"spool peek + ack ({args.batch:,} per batch)", f"{drain_rate:,.0f}", "-")
         )
-        with victoria(work) as url:
+        with running(VictoriaMetrics(work / "victoria")) as tsdb:
+            url = tsdb.url
             for gzip in (True, False):
                 label = "gzip" if gzip else "no gzip"
                 run_dir = work / f"run-{label.replace(' ', '-')}"
@@ -250,4 +205,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MissingBinary as exc:
+        sys.exit(str(exc))

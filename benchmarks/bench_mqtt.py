@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import platform
-import shutil
-import socket
-import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -36,8 +33,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
 
+# Run as a script: put the repo root on sys.path so that tests.fixtures imports.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.services import MissingBinary, Mosquitto, running
 from wattd.config import Config
 from wattd.readings import Reading
 from wattd.sinks.mqtt import MqttSink
@@ -54,41 +55,6 @@ class Result:
     seconds: float
     readings_per_s: float
     cpu_us_per_reading: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 1000000\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", port), 0.2),
-            ):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("mosquitto did not start")
-            time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def until(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -173,13 +139,16 @@ async def run_case(
 
 
 async def main_async(n: int) -> list[Result]:
-    with tempfile.TemporaryDirectory() as tmp, mosquitto(Path(tmp)) as port:
+    with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        return [
-            await run_case("qos0", port, work, n, qos=0, per_field=False),
-            await run_case("qos1", port, work, n, qos=1, per_field=False),
-            await run_case("qos1-fields", port, work, n, qos=1, per_field=True),
-        ]
+        broker = Mosquitto(work / "mosquitto", max_queued_messages=1_000_000)
+        with running(broker):
+            port = broker.port
+            return [
+                await run_case("qos0", port, work, n, qos=0, per_field=False),
+                await run_case("qos1", port, work, n, qos=1, per_field=False),
+                await run_case("qos1-fields", port, work, n, qos=1, per_field=True),
+            ]
 
 
 def table(results: list[Result]) -> str:
@@ -210,4 +179,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except MissingBinary as exc:
+        sys.exit(str(exc))

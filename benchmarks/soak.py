@@ -36,84 +36,39 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import json
 import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tty
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+# Run as a script or loaded by path (tests/test_soak.py): the repo root on
+# sys.path for tests.fixtures, this folder for bench_e2e.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_e2e import (
     Daemon,
     Subscriber,
-    Victoria,
     daemon_config,
-    free_port,
     mosquitto,
     scrape,
     store_counts,
     wait_ready,
 )
 
+from tests.fixtures.pty import SocatLink
+from tests.fixtures.services import MissingBinary, VictoriaMetrics, free_port
 from wattd.simulate import MeterModel, Simulator, varied_meters
 
 REJECT_RESULTS = ("bad_checksum", "bad_length", "truncated", "bad_payload", "encrypted")
-
-
-class SocatLink:
-    """A pty pair with stable paths that can be unplugged and plugged back in."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("socat")
-        if binary is None:
-            raise SystemExit("socat is not installed; `bash .ci/test` installs it")
-        self.binary = binary
-        self.device = workdir / "ttyXBEE"
-        self.peer = workdir / "ttyPEER"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def plug(self) -> int:
-        """Create the pair and open the writing end; returns its descriptor."""
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                f"pty,raw,echo=0,link={self.device}",
-                f"pty,raw,echo=0,link={self.peer}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 5
-        while not (self.device.exists() and self.peer.exists()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("socat did not create its pty links")
-            time.sleep(0.01)
-        fd = os.open(self.peer, os.O_RDWR | os.O_NOCTTY)
-        tty.setraw(fd)
-        return fd
-
-    def unplug(self) -> None:
-        """Kill socat: the device path disappears like an unplugged adapter."""
-        if self.proc is None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(5)
-        self.proc = None
-        deadline = time.monotonic() + 5
-        while self.device.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
 
 
 class LineFeeder(threading.Thread):
@@ -246,26 +201,15 @@ def _metric(metrics: dict[Any, float], name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in metrics.items() if n == name and want <= ls)
 
 
-def _influx_unique(tsdb: Victoria) -> tuple[dict[int, int], int]:
+def _influx_unique(tsdb: VictoriaMetrics) -> tuple[dict[int, int], int]:
     """Distinct (timestamp, value) samples per sensor, and how many repeats."""
-    import urllib.parse
-    import urllib.request
-
-    with urllib.request.urlopen(f"{tsdb.url}/internal/force_flush", timeout=10):  # noqa: S310
-        pass
-    body = urllib.parse.urlencode({"match[]": '{__name__="power_watts"}'}).encode()
     seen: dict[int, set[tuple[int, float]]] = collections.defaultdict(set)
     total = 0
-    url = f"{tsdb.url}/api/v1/export"
-    with urllib.request.urlopen(url, data=body, timeout=60) as resp:  # noqa: S310
-        for line in resp:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            sensor = int(row["metric"]["sensor"])
-            pairs = list(zip(row["timestamps"], row["values"], strict=True))
-            total += len(pairs)
-            seen[sensor].update(pairs)
+    for row in tsdb.export('{__name__="power_watts"}'):
+        sensor = int(row["metric"]["sensor"])
+        pairs = list(zip(row["timestamps"], row["values"], strict=True))
+        total += len(pairs)
+        seen[sensor].update(pairs)
     counts = {s: len(v) for s, v in seen.items()}
     return counts, total - sum(counts.values())
 
@@ -294,11 +238,12 @@ async def run_soak(
     models: list[MeterModel] = varied_meters(meters, seed=seed)
     sim = Simulator(models, seed=seed)
     broker = mosquitto(workdir / "mosquitto", persistent=True)
-    tsdb = Victoria(workdir / "victoria")
+    tsdb = VictoriaMetrics(workdir / "victoria")
     link = SocatLink(workdir)
     broker.start()
     tsdb.start()
-    fd = link.plug()
+    link.replug()
+    fd = link.open_peer()
     web_port = free_port()
     config = daemon_config(
         workdir,
@@ -395,7 +340,8 @@ async def run_soak(
                 os.close(fd)
             note("serial: unplugged")
             await asyncio.sleep(third * 0.4)
-            fd = await asyncio.to_thread(link.plug)
+            await asyncio.to_thread(link.replug)
+            fd = link.open_peer()
             feeder.fd = fd
             note("serial: plugged back in")
             # Opening a port discards what waited in its input buffer (as
@@ -434,7 +380,7 @@ async def run_soak(
         influx, influx_dups = await asyncio.to_thread(_influx_unique, tsdb)
         code = await asyncio.to_thread(daemon.stop)
         if code != 0:
-            log(daemon.tail())
+            log(daemon.log[-3000:])
         stored = store_counts(workdir / "state" / "wattd.sqlite")
     finally:
         feeder.stopped.set()
@@ -509,4 +455,7 @@ async def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    try:
+        sys.exit(asyncio.run(main()))
+    except MissingBinary as exc:
+        sys.exit(str(exc))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.pty import Pty, SocatLink
-from tests.fixtures.services import Mosquitto, VictoriaMetrics
+from tests.fixtures.services import MissingBinary, Mosquitto, VictoriaMetrics
 
 CAPTURES = (
     Path(__file__).resolve().parents[1].parent
@@ -16,6 +17,29 @@ CAPTURES = (
     / "data"
     / "tweetawatt-captures"
 )
+
+
+@contextlib.contextmanager
+def skip_on_missing_binary() -> Iterator[None]:
+    """Turn :class:`MissingBinary` into a skip (CI installs them via .ci/test)."""
+    try:
+        yield
+    except MissingBinary as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A fixture that needs a binary that is not installed skips the test."""
+    with skip_on_missing_binary():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A test that needs a binary that is not installed skips."""
+    with skip_on_missing_binary():
+        return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -8,20 +8,20 @@ is a reading in every sink (or a counted decode error).
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.fixtures.services import require_binary
+
 SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
 
 
 def load_soak() -> ModuleType:
     for binary in ("mosquitto", "victoria-metrics", "socat"):
-        if shutil.which(binary) is None and not Path(f"/usr/sbin/{binary}").exists():
-            pytest.skip(f"{binary} is not installed (bash .ci/test installs it)")
+        require_binary(binary)  # a missing one skips the test (tests/conftest.py)
     spec = importlib.util.spec_from_file_location("wattd_soak", SOAK)
     assert spec is not None
     assert spec.loader is not None
