@@ -127,6 +127,24 @@ def test_out_of_range_value(tmp_path: Path) -> None:
     assert "greater than or equal to 1" in str(err)
 
 
+def test_aggregation_defaults_to_every_reading_and_is_bounded(
+    tmp_path: Path,
+) -> None:
+    config = load_config(write(tmp_path, "ports: [{device: /dev/ttyUSB0}]\n"))
+    assert config.mqtt.aggregate_s == 0
+    assert config.influxdb.aggregate_s == 0
+    config = load_config(
+        write(tmp_path, "mqtt: {aggregate_s: 60}\ninfluxdb: {aggregate_s: 10}\n")
+    )
+    assert (config.mqtt.aggregate_s, config.influxdb.aggregate_s) == (60, 10)
+    err = error_of(write(tmp_path, "mqtt:\n  aggregate_s: 7200\n"))
+    assert (err.line, err.key) == (2, "mqtt.aggregate_s")
+    assert "less than or equal to 3600" in str(err)
+    err = error_of(write(tmp_path, "influxdb:\n  aggregate_s: -1\n"))
+    assert (err.line, err.key) == (2, "influxdb.aggregate_s")
+    assert "greater than or equal to 0" in str(err)
+
+
 def test_missing_required_key_points_at_its_entry(tmp_path: Path) -> None:
     err = error_of(write(tmp_path, "ports:\n  - baud: 9600\n"))
     assert err.line == 2

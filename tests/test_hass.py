@@ -287,6 +287,36 @@ def test_diagnostics_are_categorised_and_last_seen_never_expires(
     assert isinstance(meter["power"]["expire_after"], int)
 
 
+@pytest.mark.parametrize(
+    ("configured", "aggregate_s", "announced"),
+    [
+        (90, 0, 90),  # every reading: as configured
+        (90, 10, 90),  # three intervals fit already
+        (90, 60, 180),  # one message a minute: raised to three minutes
+        (90, 12.5, 90),
+        (20, 12.5, 38),  # rounded up to whole seconds
+        (0, 60, 0),  # never expire stays never
+    ],
+)
+def test_expire_after_spans_several_aggregation_intervals(
+    config: Config, configured: int, aggregate_s: float, announced: int
+) -> None:
+    mqtt = config.mqtt.model_copy(
+        update={
+            "aggregate_s": aggregate_s,
+            "discovery": config.mqtt.discovery.model_copy(
+                update={"expire_after_s": configured}
+            ),
+        }
+    )
+    assert hass.expire_after_s(mqtt) == announced
+    raw = hass.discovery_messages(mqtt, config.sensors, version="1.2.3")
+    payloads = [json.loads(p) for p in raw.values()]
+    power = next(p for p in payloads if p["unique_id"] == "wattd_lab_0001_power")
+    assert power.get("expire_after", 0) == announced
+    assert isinstance(power.get("expire_after", 0), int)
+
+
 def test_availability_points_at_the_node_status_topic(messages: dict[str, Any]) -> None:
     for topic, p in messages.items():
         if "/binary_sensor/" in topic:

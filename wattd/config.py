@@ -307,6 +307,8 @@ class MqttConfig(_Model):
     qos: Literal[0, 1, 2] = 1
     retain: bool = True
     per_field_topics: bool = False
+    aggregate_s: float = Field(default=0.0, ge=0, le=3600)
+    """Publish one mean reading per meter per this many seconds (0: every one)."""
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     reconnect_min_s: float = Field(default=1.0, gt=0, le=60)
     """First wait after a lost connection; doubles per failure (with jitter)."""
@@ -359,6 +361,8 @@ class InfluxConfig(_Model):
     """Value of the ``node`` tag; default: ``mqtt.node_id`` (the host name)."""
     batch_size: int = Field(default=5000, ge=1, le=100_000)
     flush_interval_s: float = Field(default=1.0, gt=0, le=300)
+    aggregate_s: float = Field(default=0.0, ge=0, le=3600)
+    """Write one mean point per meter per this many seconds (0: every reading)."""
     max_backoff_s: float = Field(default=60.0, ge=1, le=3600)
     """Longest wait between retries while the server is down."""
     gzip: bool = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import unicodedata
 from typing import TYPE_CHECKING, Any, Final
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from wattd.readings import Reading
 
 __all__ = [
+    "EXPIRE_INTERVALS",
     "FIELD_KEYS",
     "METER_ENTITIES",
     "NODE_ENTITIES",
@@ -36,6 +38,7 @@ __all__ = [
     "EntitySpec",
     "Topics",
     "discovery_messages",
+    "expire_after_s",
     "field_payloads",
     "meter_device_id",
     "node_device_id",
@@ -64,6 +67,11 @@ FIELD_KEYS: Final = (
     "rssi_dbm",
 )
 """State-document keys that also get a plain-number topic when enabled."""
+
+EXPIRE_INTERVALS: Final = 3
+"""With aggregation, ``expire_after`` spans at least this many intervals: one
+interval without any reading (a few lost frames at the wrong moment) must not
+turn a meter unavailable."""
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
 
@@ -352,7 +360,7 @@ def discovery_messages(
             "payload_not_available": PAYLOAD_OFFLINE,
         }
     ]
-    expire_s = mqtt.discovery.expire_after_s
+    expire_s = expire_after_s(mqtt)
     out: dict[str, str] = {}
 
     node_device = {
@@ -407,6 +415,19 @@ def discovery_messages(
             )
             out[topics.discovery(spec.component, uid)] = _dump(payload)
     return out
+
+
+def expire_after_s(mqtt: MqttConfig) -> int:
+    """The ``expire_after`` announced for meter entities (0: never expire).
+
+    ``discovery.expire_after_s``, raised to :data:`EXPIRE_INTERVALS` aggregation
+    intervals when ``aggregate_s`` is set: a meter's state then arrives only
+    once per interval, and a shorter expiry would flap it to unavailable.
+    """
+    configured = mqtt.discovery.expire_after_s
+    if configured == 0 or mqtt.aggregate_s == 0:
+        return configured
+    return max(configured, math.ceil(EXPIRE_INTERVALS * mqtt.aggregate_s))
 
 
 def stale_discovery_topics(

@@ -34,7 +34,7 @@ from tests.fixtures.daemon import write_config as write_daemon_config
 from tests.fixtures.services import VictoriaMetrics, free_port
 from wattd.cli import main as cli_main
 from wattd.config import Config, parse_config
-from wattd.errors import SinkAuthError, SinkUnavailable
+from wattd.errors import SinkAuthError, SinkUnavailable, SpoolError
 from wattd.lineprotocol import FIELDS, PointEncoder, escape_measurement, escape_tag
 from wattd.readings import Reading
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
@@ -360,6 +360,94 @@ async def test_points_arrive_with_values_tags_and_timestamps(
     wh = by_key[(f"{measurement}_wh_total", "2")]
     assert wh["values"] == [r.wh_total for r in readings if r.sensor == 2]
     assert by_key[(f"{measurement}_rssi_dbm", "2")]["values"][0] == -42
+
+
+async def test_aggregation_writes_one_mean_point_per_meter_per_interval(
+    tmp_path: Path, victoria: VictoriaMetrics
+) -> None:
+    measurement = unique_measurement()
+    config = make_config(tmp_path, victoria.url, measurement=measurement, aggregate_s=1)
+    # 3 s of readings every 10 ms, alternating meters: intervals of 1 s hold
+    # i = 0..99, 100..199, 200..299, i.e. 50 readings per meter each.
+    readings = [reading(i, sensor=1 + i % 2) for i in range(300)]
+    async with running(InfluxSink(config)) as sink:
+        await sink.write(readings[:150])
+        await sink.write(readings[150:])
+        await wait_for(lambda: sink.stats()["points_written"] == 4)
+        assert sink.stats()["aggregate_open"] == 2
+        await sink.flush()  # shutdown writes the open interval
+        assert sink.stats()["points_written"] == 6
+        assert sink.stats()["aggregate_open"] == 0
+    series = export(victoria, measurement)
+    by_key = {(s["metric"]["__name__"], s["metric"]["sensor"]): s for s in series}
+    # Meter 1 has the even i of each interval (mean offset 49), meter 2 the odd.
+    for sensor, offset in ((1, 49), (2, 50)):
+        ins = [
+            [r for r in readings if r.sensor == sensor and r.time_ns // 10**9 == t]
+            for t in sorted({r.time_ns // 10**9 for r in readings})
+        ]
+        watts = by_key[(f"{measurement}_watts", str(sensor))]
+        # The mean of the interval, stamped with its last reading's time.
+        assert watts["values"] == [100.0 + 100 * k + offset for k in range(3)]
+        assert watts["values"] == [sum(r.watts for r in g) / len(g) for g in ins]
+        assert watts["timestamps"] == [g[-1].time_ns // 1_000_000 for g in ins]
+        wh = by_key[(f"{measurement}_wh_total", str(sensor))]
+        assert wh["values"] == [g[-1].wh_total for g in ins]
+        pf = by_key[(f"{measurement}_pf", str(sensor))]
+        expected_pf = [sum(r.watts for r in g) / sum(r.va for r in g) for g in ins]
+        assert pf["values"] == pytest.approx(expected_pf)
+    # Six points (three intervals, two meters), every field of each.
+    assert sum(len(s["values"]) for s in series) == 6 * len(FIELDS)
+
+
+async def test_aggregated_points_survive_a_failing_spool_without_double_counting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config(tmp_path, f"http://127.0.0.1:{free_port()}", aggregate_s=1)
+    sink = InfluxSink(config)
+    await sink.start()
+    spool = sink._spool
+    assert spool is not None
+    real_append = spool.append
+    failing = True
+
+    async def append(stream: str, rows: Any) -> Any:
+        if failing:
+            raise SpoolError("disk full")
+        return await real_append(stream, rows)
+
+    monkeypatch.setattr(spool, "append", append)
+    # reading(i) is at T0 + 10i ms: i < 100 is the first 1 s interval.
+    await sink.write([reading(i) for i in range(0, 100, 10)])
+    # This batch closes the first interval, which the spool refuses. The batch
+    # is taken all the same (a retry would count it twice) ...
+    await sink.write([reading(100)])
+    assert sink.stats()["spool_depth"] == 0
+    # ... and the next batch is refused, untouched, until the spool recovers.
+    with pytest.raises(SinkUnavailable, match="disk full"):
+        await sink.write([reading(150)])
+    failing = False
+    await sink.write([reading(150)])  # the daemon's retry of that batch
+    await sink.stop()
+    again = AsyncSpool.for_config(config)
+    try:
+        lines = [item.payload for item in await again.peek(STREAM, 100)]
+    finally:
+        await again.close()
+    encoder = PointEncoder.from_config(config)
+    first = [reading(i) for i in range(0, 100, 10)]
+    second = [reading(100), reading(150)]
+    expected = [
+        dataclasses.replace(
+            group[-1],
+            watts=sum(r.watts for r in group) / len(group),
+            va=sum(r.va for r in group) / len(group),
+            power_factor=sum(r.watts for r in group) / sum(r.va for r in group),
+            wh_delta=sum(r.wh_delta for r in group),
+        )
+        for group in (first, second)
+    ]
+    assert lines == [encoder.encode(r) for r in expected]
 
 
 async def test_batches_by_size_gzip_and_ns_precision(

@@ -496,6 +496,76 @@ async def test_frame_errors_are_counted_per_meter_and_in_node_stats(
     assert json.loads(live.on(stats_topic)[0].payload)["frame_errors"] == 2
 
 
+# -- aggregation ---------------------------------------------------------------------
+
+
+async def test_aggregation_publishes_one_mean_per_meter_per_interval(
+    mosquitto: Mosquitto, tmp_path: Path, node: str
+) -> None:
+    discovery = {
+        "prefix": f"ha-{node}",
+        "status_topic": f"ha-{node}/status",
+        "expire_after_s": 20,
+    }
+    config = make_config(
+        tmp_path,
+        mosquitto,
+        node=node,
+        sensors=[(1, "Desk lamp"), (2, "Fridge")],
+        aggregate_s=10,
+        discovery=discovery,
+    )
+    lamp, fridge = f"wattd-{node}/desk_lamp/state", f"wattd-{node}/fridge/state"
+    # reading(i) is at 08:00:00 + 2i s with 10 + i watts: intervals of 10 s
+    # hold i = 0..4, 5..9, 10..14. The fridge falls silent after i = 6.
+    batch: list[Reading] = []
+    for i in range(12):
+        batch.append(reading(i))
+        if i <= 6:
+            batch.append(reading(i, sensor=2, name="Fridge"))
+
+    def states(topic: str) -> list[dict[str, Any]]:
+        return [json.loads(m.payload) for m in live.on(topic)]
+
+    async with collecting(mosquitto, [lamp, fridge]) as live:
+        async with running(config) as sink:
+            await sink.write(batch[:9])
+            await sink.write(batch[9:])
+            await wait_until(lambda: len(live.on(lamp)) == 2 == len(live.on(fridge)))
+            await asyncio.sleep(0.3)  # nothing more until an interval closes
+            assert [(d["time"], d["watts"]) for d in states(lamp)] == [
+                (stamp(4), 12.0),
+                (stamp(9), 17.0),
+            ]
+            # The silent fridge's interval was closed by the lamp's next one.
+            assert [(d["time"], d["watts"]) for d in states(fridge)] == [
+                (stamp(4), 12.0),
+                (stamp(6), 15.5),
+            ]
+            assert [d["wh_total"] for d in states(lamp)] == [2.0, 4.5]
+            assert states(lamp)[0]["pf"] == pytest.approx(12.0 / 14.0, abs=1e-4)
+            assert sink.stats()["aggregate_open"] == 1
+            # Shutdown (flush, then stop) publishes the open interval.
+            await sink.flush()
+            await wait_until(lambda: len(live.on(lamp)) == 3)
+            assert sink.stats()["aggregate_open"] == 0
+            # A stop without a flush (the flush timed out) spools the open
+            # interval, and the next start publishes it.
+            await sink.write([reading(12)])
+        assert sink.stats()["aggregate_open"] == 0
+        async with running(config):
+            await wait_until(lambda: states(lamp)[-1]["time"] == stamp(12))
+    # The last one may come twice (in flight at the stop), as QoS 1 allows.
+    seen = list(dict.fromkeys((d["time"], d["watts"]) for d in states(lamp)))
+    assert seen[2:] == [(stamp(11), 20.5), (stamp(12), 22.0)]
+    assert len(states(fridge)) == 2
+    configs = await retained(mosquitto, f"ha-{node}/sensor/{node}/+/config")
+    power = json.loads(
+        configs[f"ha-{node}/sensor/{node}/wattd_{node}_0001_power/config"]
+    )
+    assert power["expire_after"] == 30  # three intervals, not the configured 20
+
+
 # -- Home Assistant discovery --------------------------------------------------------
 
 

@@ -22,6 +22,11 @@ QoS 0 readings skip the spool and go through a small in-memory queue: at most
 once, by definition. The node's status topic carries a retained ``online``,
 and a retained ``offline`` last will for crashes; a clean shutdown publishes
 ``offline`` itself, since a clean disconnect does not fire the will.
+
+With ``aggregate_s`` set, ``write()`` first folds readings into per-meter
+interval means (:mod:`wattd.aggregate`) and queues only the closed intervals;
+``flush()``, ``stop()`` and a reload that changes the interval queue the open
+ones too, so a SIGTERM loses nothing.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING, Final
 import aiomqtt
 
 from wattd import __version__
+from wattd.aggregate import ReadingAggregator
 from wattd.errors import (
     SinkAuthError,
     SinkError,
@@ -128,6 +134,9 @@ class MqttSink(Sink):
         self._spool = spool
         self._own_spool = spool is None
         self._qos0: collections.deque[bytes] = collections.deque(maxlen=QOS0_QUEUE)
+        self._aggregator = ReadingAggregator(config.mqtt.aggregate_s)
+        self._held: list[tuple[int, bytes]] = []
+        """Aggregated state documents the spool refused; they go in first."""
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._announce_wanted = asyncio.Event()
@@ -167,32 +176,28 @@ class MqttSink(Sink):
     async def write(self, readings: Sequence[Reading]) -> None:
         """Queue readings for publishing: spooled for QoS 1/2, in memory for QoS 0.
 
+        With ``aggregate_s`` set, only the per-meter means of closed intervals.
+
         Raises:
             SinkUnavailable: the spool could not take them (disk full or failing).
         """
-        errors = self._meter_frame_errors()
-        docs = [
-            (
-                r.time_ns,
-                _json_bytes(state_document(r, frame_errors=errors.get(r.sensor, 0))),
-            )
-            for r in readings
-        ]
-        if not docs:
+        # Documents of an earlier batch go first; until the spool takes them,
+        # batches are refused (and so kept, and retried, by the daemon).
+        await self._queue_held()
+        aggregator = self._aggregator
+        docs = self._documents(aggregator.add(readings))
+        if not aggregator.active:
+            await self._queue(docs)
             return
-        self._drained.clear()
-        if self._mqtt.qos == 0:
-            overflow = max(0, len(self._qos0) + len(docs) - QOS0_QUEUE)
-            self.counters["qos0_dropped"] += overflow
-            self._qos0.extend(p for _, p in docs)
-        else:
-            try:
-                await self._require_spool().append(STREAM, docs)
-            except SpoolError as exc:
-                raise SinkUnavailable(
-                    f"cannot spool {len(docs)} readings: {exc}", sink=self.name
-                ) from exc
-        self._wake.set()
+        # The aggregator has taken this batch, so a retry of it would count it
+        # twice: what the spool refuses now waits here instead.
+        self._held.extend(docs)
+        try:
+            await self._queue_held()
+        except SinkUnavailable as exc:
+            log.warning(
+                "mqtt: %s; %d aggregated readings wait in memory", exc, len(self._held)
+            )
 
     async def write_frames(self, frames: Sequence[FrameRecord]) -> None:
         """Count rejected frames, per meter where the address is known."""
@@ -245,6 +250,11 @@ class MqttSink(Sink):
     def reconfigure(self, config: Config) -> None:
         """Apply a new config: reconnect if the connection changed, re-announce."""
         old = self._mqtt
+        if config.mqtt.aggregate_s != old.aggregate_s:
+            # Open intervals are closed under the old setting; their documents
+            # are spooled ahead of the next batch (or by flush/stop).
+            self._drain_aggregator()
+            self._aggregator = ReadingAggregator(config.mqtt.aggregate_s)
         self._config = config
         self._mqtt = config.mqtt
         self._slugs = sensor_slugs(config.sensors)
@@ -256,7 +266,8 @@ class MqttSink(Sink):
         self._wake.set()
 
     async def flush(self) -> None:
-        """Give the publisher a moment to drain the backlog while connected."""
+        """Spool open intervals; give the publisher a moment to drain the backlog."""
+        await self._spool_pending()
         if not self._connected:
             return
         self._wake.set()
@@ -264,6 +275,8 @@ class MqttSink(Sink):
 
     async def stop(self) -> None:
         """End the connection (publishing ``offline``) and release the spool."""
+        # Also here, for a stop that came without a flush (flush timed out).
+        await self._spool_pending()
         self._stopping = True
         self._restart.set()
         await _wait(self._run_done, OFFLINE_TIMEOUT_S + 1)
@@ -278,7 +291,8 @@ class MqttSink(Sink):
         out = {k: float(v) for k, v in self.counters.items()}
         out.update(
             connected=float(self._connected),
-            backlog=float(backlog + len(self._qos0)),
+            backlog=float(backlog + len(self._qos0) + len(self._held)),
+            aggregate_open=float(self._aggregator.pending),
             spool_dropped=float(0 if spooled is None else spooled.dropped),
             frame_errors=float(self._frame_errors_total),
             auth_failed=float(isinstance(self.last_error, SinkAuthError)),
@@ -289,6 +303,71 @@ class MqttSink(Sink):
     def connected(self) -> bool:
         """True while a broker session is up."""
         return self._connected
+
+    # -- queueing readings --------------------------------------------------------
+
+    def _documents(self, readings: Sequence[Reading]) -> list[tuple[int, bytes]]:
+        """Spool rows (time, state JSON) for ``readings``."""
+        if not readings:
+            return []
+        errors = self._meter_frame_errors()
+        return [
+            (
+                r.time_ns,
+                _json_bytes(state_document(r, frame_errors=errors.get(r.sensor, 0))),
+            )
+            for r in readings
+        ]
+
+    async def _queue_held(self) -> None:
+        """Queue the held documents, keeping them held if that fails."""
+        if not self._held:
+            return
+        # Swapped out first: a reload may add documents while this waits.
+        held, self._held = self._held, []
+        try:
+            await self._queue(held)
+        except BaseException:
+            self._held[:0] = held
+            raise
+
+    def _drain_aggregator(self) -> None:
+        """Close every open interval; its documents wait in ``_held``."""
+        self._held.extend(self._documents(self._aggregator.drain()))
+
+    async def _queue(self, docs: Sequence[tuple[int, bytes]]) -> None:
+        """Hand documents to the publisher: the spool, or memory for QoS 0.
+
+        Raises:
+            SinkUnavailable: the spool could not take them.
+        """
+        if not docs:
+            return
+        self._drained.clear()
+        if self._mqtt.qos == 0:
+            overflow = max(0, len(self._qos0) + len(docs) - QOS0_QUEUE)
+            self.counters["qos0_dropped"] += overflow
+            self._qos0.extend(p for _, p in docs)
+        else:
+            try:
+                await self._require_spool().append(STREAM, docs)
+            except SpoolError as exc:
+                raise SinkUnavailable(
+                    f"cannot spool {len(docs)} readings: {exc}", sink=self.name
+                ) from exc
+        self._wake.set()
+
+    async def _spool_pending(self) -> None:
+        """Queue open intervals and held documents (flush, stop); never raises."""
+        self._drain_aggregator()
+        try:
+            await self._queue_held()
+        except SinkUnavailable as exc:
+            log.error(
+                "mqtt: %s; %d aggregated readings are not spooled",
+                exc,
+                len(self._held),
+            )
 
     # -- one connection -----------------------------------------------------------
 
