@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +67,21 @@ def fresh_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
+    """Brokers of the test's own (not started), all stopped at teardown."""
+    made: list[Mosquitto] = []
+
+    def make(name: str = "broker", **kw: Any) -> Mosquitto:
+        broker = Mosquitto(tmp_path / name, **kw)
+        made.append(broker)
+        return broker
+
+    yield make
+    for broker in made:
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

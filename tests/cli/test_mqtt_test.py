@@ -16,24 +16,10 @@ from wattd.config import Config
 from wattd.sinks.mqtt import MqttSink
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from pathlib import Path
 
 pytestmark = pytest.mark.services
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
-    made: list[Mosquitto] = []
-
-    def make(name: str = "broker", **kw: Any) -> Mosquitto:
-        broker = Mosquitto(tmp_path / name, **kw)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.stop()
 
 
 def write_config(tmp_path: Path, broker: Mosquitto, **mqtt: Any) -> Path:

@@ -3,15 +3,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from typing import TYPE_CHECKING
 
 import aiomqtt
 import pytest
 
-from tests.fixtures.services import Mosquitto, free_port
+from tests.fixtures.services import Mosquitto, free_port, mosquitto_password_file
 from tests.publishers.messages import sample_message
 from wattd.config import Config, MqttDestinationConfig, parse_config
 from wattd.errors import PublishError
 from wattd.publishers.mqtt import MqttPublisher, summary_topic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
 
 
 def config_for(host: str, port: int, base: str) -> Config:
@@ -62,3 +67,25 @@ async def test_unreachable_broker_is_a_retryable_error():
             sample_message()
         )
     assert "cannot publish" in str(info.value)
+
+
+@pytest.mark.timeout(30)
+async def test_refused_login_says_which_setting_to_fix(
+    tmp_path: Path, make_broker: Callable[..., Mosquitto]
+) -> None:
+    passwd = mosquitto_password_file(tmp_path / "passwd", {"meter": "right horse"})
+    broker = make_broker(
+        extra_conf=f"user root\npassword_file {passwd}", anonymous=False
+    )
+    broker.start()
+    config = parse_config(
+        f"mqtt: {{host: {broker.host}, port: {broker.port},"
+        " username: meter, password: wrong-guess}\n"
+    )
+    with pytest.raises(PublishError) as info:
+        await MqttPublisher(config, MqttDestinationConfig(enabled=True)).post(
+            sample_message()
+        )
+    text = str(info.value)
+    assert "refused the login of user 'meter'" in text
+    assert "wrong-guess" not in text

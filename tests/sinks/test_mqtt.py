@@ -24,13 +24,14 @@ from tests.fixtures.services import Mosquitto, TestCa, mosquitto_password_file
 from wattd import hass
 from wattd.config import Config, MqttConfig, TlsConfig
 from wattd.errors import SinkAuthError, SinkTlsError, SinkUnavailable
+from wattd.mqttclient import build_tls_context
 from wattd.readings import FrameRecord, Reading
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
-from wattd.sinks.mqtt import STREAM, MqttSink, build_tls_context
+from wattd.sinks.mqtt import STREAM, MqttSink
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterable
 
     from tests.fixtures.pty import Pty
 
@@ -91,21 +92,6 @@ def config_data(
 
 def make_config(tmp_path: Path, broker: Mosquitto, **kw: Any) -> Config:
     return Config.model_validate(config_data(tmp_path, broker, **kw))
-
-
-@pytest.fixture
-def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
-    """Brokers of the test's own (not started), all stopped at teardown."""
-    made: list[Mosquitto] = []
-
-    def make(name: str = "broker", **kw: Any) -> Mosquitto:
-        broker = Mosquitto(tmp_path / name, **kw)
-        made.append(broker)
-        return broker
-
-    yield make
-    for broker in made:
-        broker.stop()
 
 
 @pytest.fixture

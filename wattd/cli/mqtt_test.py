@@ -21,7 +21,12 @@ from wattd.cli import EXIT_ERROR, EXIT_OK
 from wattd.config import load_config
 from wattd.errors import SinkAuthError, SinkError, SinkRejected
 from wattd.hass import Topics
-from wattd.sinks.mqtt import build_tls_context, describe_error, make_client
+from wattd.mqttclient import (
+    build_tls_context,
+    describe_error,
+    make_client,
+    reason_code,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -158,7 +163,7 @@ async def _check_topics(
 
 async def _subscribe(client: aiomqtt.Client, topic: str, who: str) -> None:
     granted = await client.subscribe(topic, qos=1)
-    if any(getattr(g, "value", g) == 0x80 for g in granted):
+    if any(reason_code(g) >= 0x80 for g in granted):
         raise SinkAuthError(
             f"the broker refused {who} a subscription to {topic}; check its ACL"
             " (acl_file) for this user",

@@ -17,6 +17,12 @@ from typing import TYPE_CHECKING
 import aiomqtt
 
 from wattd.errors import PublishError, WattdError
+from wattd.mqttclient import (
+    TlsContext,
+    build_tls_context,
+    describe_error,
+    make_client,
+)
 from wattd.publishers import Publisher
 
 if TYPE_CHECKING:
@@ -46,17 +52,14 @@ class MqttPublisher(Publisher):
 
     async def post(self, message: SummaryMessage) -> str | None:
         """Connect, publish with the configured QoS, disconnect."""
-        from wattd.sinks.mqtt import build_tls_context, make_client
-
         mqtt = self._config.mqtt
         topic = summary_topic(self._config, self._cfg, message)
         payload = json.dumps(message.to_json_dict(), ensure_ascii=False)
+        tls: TlsContext | None = None
+        connected = False
         try:
-            tls = (
-                await asyncio.to_thread(build_tls_context, mqtt.tls)
-                if mqtt.tls
-                else None
-            )
+            if mqtt.tls:
+                tls = await asyncio.to_thread(build_tls_context, mqtt.tls)
             client = make_client(
                 mqtt,
                 tls_context=tls,
@@ -64,12 +67,23 @@ class MqttPublisher(Publisher):
                 will=False,
             )
             async with client:
+                connected = True
+                if tls is not None:
+                    tls.connected()
                 await client.publish(
                     topic, payload, qos=self._cfg.qos, retain=self._cfg.retain
                 )
         except (aiomqtt.MqttError, OSError, WattdError) as exc:
+            if tls is not None and not connected:
+                # A failed handshake leaves its socket open until collected.
+                tls.close_failed()
+            why = (
+                describe_error(exc, mqtt, lost=connected)
+                if isinstance(exc, aiomqtt.MqttError)
+                else exc
+            )
             raise PublishError(
-                f"cannot publish to {mqtt.host}:{mqtt.port} topic {topic}: {exc}",
+                f"cannot publish to {mqtt.host}:{mqtt.port} topic {topic}: {why}",
                 destination=self.name,
             ) from None
         return topic
