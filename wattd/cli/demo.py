@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import tempfile
-import tty
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from wattd.config import Config
-    from wattd.simulate import MeterModel, SimFrame
+    from wattd.simulate import MeterModel, SimFrame, SimPty
 
 log = logging.getLogger("wattd")
 
@@ -212,14 +211,19 @@ def demo_config(meters: list[MeterModel], device: str, state_dir: Path) -> Confi
 
 
 async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
+    from wattd.simulate import open_pty
+
+    with open_pty() as pty:
+        await _demo_on(pty, args, state_dir)
+
+
+async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> None:
     from wattd.config import dump_effective
     from wattd.console import LiveConsole, render
     from wattd.simulate import Simulator, run_on_pty
     from wattd.supervisor import Supervisor
 
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    device = os.ttyname(slave)
+    device = pty.path
     meters = demo_meters(args.meters, args.seed)
     sim = Simulator(meters, seed=args.seed, api_mode=args.api_mode, noise=args.noise)
     config = demo_config(meters, device, state_dir)
@@ -250,10 +254,10 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
             tg.create_task(
                 run_on_pty(
                     sim,
-                    master,
+                    pty.master,
                     speed=args.speed,
                     stop_event=stop,
-                    slave_fd=slave,
+                    slave_fd=pty.slave,
                     on_frame=on_frame,
                 ),
                 name="wattd.demo.meters",
@@ -276,6 +280,3 @@ async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for fd in (master, slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)

@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
-import tty
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -25,6 +23,7 @@ from wattd.simulate import (
     SimFrame,
     SimRunStats,
     Simulator,
+    open_pty,
     pace_frames,
     parse_meter_spec,
     run_on_pty,
@@ -252,33 +251,28 @@ async def _run_pty(
     stop: asyncio.Event,
     on_frame: Callable[[SimFrame], None] | None,
 ) -> SimRunStats:
-    master, slave = os.openpty()
     link = Path(args.link) if args.link else None
-    try:
-        tty.setraw(slave)
-        tty.setraw(master)
-        path = os.ttyname(slave)
-        if link is not None:
-            _make_link(link, path)
-        # The path alone on stdout, so scripts can read it.
-        print(path, flush=True)
-        if link is not None:
-            log.info("pty %s (link %s)", path, link)
-        return await run_on_pty(
-            sim,
-            master,
-            speed=speed,
-            until_s=args.duration,
-            max_frames=args.frames,
-            stop_event=stop,
-            slave_fd=slave,
-            on_frame=on_frame,
-        )
-    finally:
-        if link is not None and link.is_symlink():
-            link.unlink()
-        os.close(master)
-        os.close(slave)
+    with open_pty() as pty:
+        try:
+            if link is not None:
+                _make_link(link, pty.path)
+            # The path alone on stdout, so scripts can read it.
+            print(pty.path, flush=True)
+            if link is not None:
+                log.info("pty %s (link %s)", pty.path, link)
+            return await run_on_pty(
+                sim,
+                pty.master,
+                speed=speed,
+                until_s=args.duration,
+                max_frames=args.frames,
+                stop_event=stop,
+                slave_fd=pty.slave,
+                on_frame=on_frame,
+            )
+        finally:
+            if link is not None and link.is_symlink():
+                link.unlink()
 
 
 def _make_link(link: Path, target: str) -> None:
