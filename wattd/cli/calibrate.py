@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from wattd.cli import EXIT_OK
+from wattd.cli._args import address, positive_float, positive_int
 from wattd.errors import CalibrationError, ConfigError, SerialPortGone
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--sensor",
         required=True,
-        type=_address,
+        type=address,
         metavar="N",
         help="the meter's radio address (MY), decimal or 0x-hex",
     )
@@ -98,14 +99,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--frames",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"frames to use (live default: {DEFAULT_FRAMES}; capture default: all)",
     )
     p.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
         help="give up on a live port after S seconds (default: %(default)g)",
@@ -114,13 +115,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--api-mode", type=int, choices=(1, 2), default=None)
     p.add_argument(
         "--reference-watts",
-        type=_positive_float,
+        type=positive_float,
         metavar="W",
         help="a known resistive load is plugged in: fit counts_per_amp",
     )
     p.add_argument(
         "--reference-volts",
-        type=_positive_float,
+        type=positive_float,
         metavar="V",
         help="the supply voltage from a voltmeter: also fit counts_per_volt and"
         " voltage_zero (needs --reference-watts)",
@@ -656,38 +657,3 @@ def _replace_file(path: Path, text: str) -> None:
 
 def _source_name(args: argparse.Namespace) -> str:
     return str(args.capture) if args.capture is not None else str(args.port)
-
-
-# -- argument types ---------------------------------------------------------------
-
-
-def _address(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an address (decimal or 0x-hex)"
-        ) from None
-    if not 0 <= value < 1 << 64:
-        raise argparse.ArgumentTypeError(f"address {value} is out of range")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value

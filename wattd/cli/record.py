@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_OK
+from wattd.cli._args import positive_float
 from wattd.errors import SerialPortGone
 from wattd.recording import RecordingWriter
 from wattd.sources.serial import describe_open_error, open_port
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("port", metavar="PORT", help="serial device, e.g. /dev/ttyUSB0")
     p.add_argument("--output", "-o", required=True, metavar="FILE")
     p.add_argument("--baud", type=int, choices=BAUD_RATES, default=9600)
-    p.add_argument("--duration", type=_positive_float, metavar="S", help="seconds")
+    p.add_argument("--duration", type=positive_float, metavar="S", help="seconds")
     p.add_argument(
         "--api-mode",
         type=int,
@@ -180,13 +181,3 @@ async def record_port(
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
                 await writer.wait_closed()
     return stats
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value

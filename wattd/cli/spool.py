@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from wattd.cli._args import positive_int
 from wattd.cli.query import UsageError
 
 if TYPE_CHECKING:
@@ -41,16 +42,6 @@ STATUS_COLUMNS: Final[tuple[str, ...]] = (
     "dead_letters",
 )
 LETTER_COLUMNS: Final[tuple[str, ...]] = ("id", "stream", "time", "failed_at", "reason")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not 1 or more")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -96,7 +87,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     letters.add_argument(
         "--limit",
         "-n",
-        type=_positive,
+        type=positive_int,
         default=DEFAULT_LIMIT,
         metavar="N",
         help=f"at most N dead letters (default {DEFAULT_LIMIT})",
@@ -157,7 +148,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
     which.add_argument(
         "--id",
         dest="ids",
-        type=_positive,
+        type=positive_int,
         nargs="+",
         action="extend",
         metavar="N",
