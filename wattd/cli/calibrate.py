@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import re
-import signal
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from wattd.cli import EXIT_OK
 from wattd.cli._args import address, positive_float, positive_int
+from wattd.cli._signals import on_stop_signals
 from wattd.errors import CalibrationError, ConfigError, SerialPortGone
 
 if TYPE_CHECKING:
@@ -232,10 +232,7 @@ async def _read_live(
     opener: Callable[[str, int], Awaitable[StreamPair]] | None = None,
 ) -> list[IoSampleFrame]:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with on_stop_signals(stop.set):
         return await read_port_frames(
             device,
             sensor,
@@ -246,9 +243,6 @@ async def _read_live(
             stop_event=stop,
             opener=opener,
         )
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def read_port_frames(

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
+
+from wattd.cli._signals import on_stop_signals
 
 if TYPE_CHECKING:
     import argparse
@@ -238,16 +239,10 @@ async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> No
     stop = asyncio.Event()
     supervisor = Supervisor(config, flush_timeout_s=5.0)
     loop = asyncio.get_running_loop()
-
-    def request_stop() -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, request_stop)
     console = LiveConsole()
     title = f"wattd demo: {len(meters)} simulated meters on {device}; Ctrl-C stops"
     log.info("demo state (SQLite store) in %s", state_dir)
-    try:
+    with on_stop_signals(stop.set):
         async with asyncio.TaskGroup() as tg:
             daemon = tg.create_task(supervisor.run(), name="wattd.demo.daemon")
             await supervisor.ready.wait()
@@ -277,6 +272,3 @@ async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> No
                     stop.set()
             supervisor.request_stop()
             await daemon
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_OK
 from wattd.cli._args import positive_float
+from wattd.cli._signals import on_stop_signals
 from wattd.errors import SerialPortGone
 from wattd.recording import RecordingWriter
 from wattd.sources.serial import describe_open_error, open_port
@@ -79,10 +79,7 @@ def handle(args: argparse.Namespace) -> int:
 
 async def _main(args: argparse.Namespace) -> RecordStats:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with on_stop_signals(stop.set):
         return await record_port(
             args.port,
             Path(args.output),
@@ -93,9 +90,6 @@ async def _main(args: argparse.Namespace) -> RecordStats:
             overwrite=args.force,
             stop_event=stop,
         )
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 @dataclasses.dataclass(slots=True)

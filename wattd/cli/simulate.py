@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
+from wattd.cli._signals import on_stop_signals
 from wattd.errors import ConfigError
 from wattd.recording import RecordingWriter, wall_to_ns
 from wattd.simulate import (
@@ -232,16 +232,10 @@ async def _run(
     on_frame: Callable[[SimFrame], None] | None,
 ) -> SimRunStats:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with on_stop_signals(stop.set):
         if args.pty:
             return await _run_pty(args, sim, speed, stop, on_frame)
         return await _run_output(args, sim, speed, stop, on_frame)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 async def _run_pty(
