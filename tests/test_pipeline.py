@@ -202,3 +202,48 @@ def test_legacy_mode_is_flagged():
     pairs = run(pipe, Simulator([m], seed=7), 20.0)
     assert pairs
     assert all(Flag.LEGACY in r.flags for _, r in pairs)
+
+
+def frames_of(*meters: MeterModel, count: int) -> list[IoSampleFrame]:
+    sim = Simulator(list(meters), seed=5)
+    decoder = FrameDecoder(sim.api_mode)
+    return [
+        ev
+        for _ in range(count)
+        for ev in decoder.feed(sim.next_frame().frame)
+        if isinstance(ev, IoSampleFrame)
+    ]
+
+
+def test_readings_read_together_get_distinct_times_per_sensor():
+    a, b = meter(1, ResistiveLoad(watts=100.0)), meter(2, ResistiveLoad(watts=50.0))
+    pipeline = ReadingPipeline(config_for(a, b))
+    # One chunk holding a backlog: every frame carries the chunk's arrival time.
+    readings = [
+        pipeline.process(ev, time=T0, monotonic_s=0.0)
+        for ev in frames_of(a, b, count=8)
+    ]
+    per_sensor: dict[int, list[datetime]] = {}
+    for r in readings:
+        assert r is not None
+        per_sensor.setdefault(r.sensor, []).append(r.time)
+    assert set(per_sensor) == {1, 2}
+    for times in per_sensor.values():
+        # The first keeps the arrival time; the rest follow it 1 ms apart.
+        assert times == [T0 + timedelta(milliseconds=k) for k in range(len(times))]
+
+
+def test_a_wall_clock_set_back_is_kept():
+    a = meter(1, ResistiveLoad(watts=100.0))
+    pipeline = ReadingPipeline(config_for(a))
+    first, second, third = frames_of(a, count=3)
+    assert pipeline.process(first, time=T0, monotonic_s=0.0) is not None
+    earlier = T0 - timedelta(hours=1)
+    r = pipeline.process(second, time=earlier, monotonic_s=2.0)
+    assert r is not None
+    assert r.time == earlier
+    later = pipeline.process(
+        third, time=earlier + timedelta(seconds=2), monotonic_s=4.0
+    )
+    assert later is not None
+    assert later.time == earlier + timedelta(seconds=2)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -27,6 +27,12 @@ from wattd.readings import Flag, Reading
 _INTERVAL_SMOOTHING: Final = 0.1
 # Fewer samples than this cannot describe a mains cycle at any real sample rate.
 MIN_SAMPLES: Final = 6
+TIME_STEP: Final = timedelta(milliseconds=1)
+"""Spacing given to a sensor's readings that arrived with the same time: the
+finest precision of common time-series stores (VictoriaMetrics keeps ms)."""
+SAME_READ: Final = timedelta(seconds=1)
+"""A sensor's reading no more than this before its previous one is taken as
+read in the same chunk; an earlier one means the wall clock was set back."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +95,7 @@ class _Sensor:
         "interval_ms",
         "known",
         "labels",
+        "last_time",
         "name",
     )
 
@@ -106,6 +113,7 @@ class _Sensor:
         self.calibration = calibration
         self.known = known
         self.name, self.labels = meta
+        self.last_time: datetime | None = None
         self.energy = EnergyIntegrator(
             max_gap_s=max_gap_s, state=state.energy if state else None
         )
@@ -176,6 +184,15 @@ class ReadingPipeline:
         if not sensor.known:
             flags.add(Flag.UNKNOWN_SENSOR)
         frozen = frozenset(flags)
+        last = sensor.last_time
+        if last is not None and time <= last < time + SAME_READ:
+            # Frames read in one chunk share its arrival time (a backlog after a
+            # stall, or a fast replay). Series and timestamp name one point in
+            # InfluxDB, so the later reading would overwrite the earlier one.
+            # A step back of more than SAME_READ is the wall clock being set,
+            # and is kept as it is.
+            time = last + TIME_STEP
+        sensor.last_time = time
         return Reading(
             sensor=frame.sensor_id,
             name=sensor.name,
