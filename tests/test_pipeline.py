@@ -247,3 +247,18 @@ def test_a_wall_clock_set_back_is_kept():
     )
     assert later is not None
     assert later.time == earlier + timedelta(seconds=2)
+
+
+def test_readings_within_a_millisecond_are_spaced_one_apart():
+    a = meter(1, ResistiveLoad(watts=100.0))
+    pipeline = ReadingPipeline(config_for(a))
+    first, second, third = frames_of(a, count=3)
+    assert pipeline.process(first, time=T0, monotonic_s=0.0) is not None
+    close = pipeline.process(
+        second, time=T0 + timedelta(microseconds=300), monotonic_s=0.0003
+    )
+    assert close is not None
+    assert close.time == T0 + timedelta(milliseconds=1)
+    apart = pipeline.process(third, time=T0 + timedelta(seconds=2), monotonic_s=2.0)
+    assert apart is not None
+    assert apart.time == T0 + timedelta(seconds=2)

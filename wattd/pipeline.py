@@ -28,8 +28,8 @@ _INTERVAL_SMOOTHING: Final = 0.1
 # Fewer samples than this cannot describe a mains cycle at any real sample rate.
 MIN_SAMPLES: Final = 6
 TIME_STEP: Final = timedelta(milliseconds=1)
-"""Spacing given to a sensor's readings that arrived with the same time: the
-finest precision of common time-series stores (VictoriaMetrics keeps ms)."""
+"""Least spacing of a sensor's reading times: the finest precision of common
+time-series stores (VictoriaMetrics keeps ms). Real frames are ~2 s apart."""
 SAME_READ: Final = timedelta(seconds=1)
 """A sensor's reading no more than this before its previous one is taken as
 read in the same chunk; an earlier one means the wall clock was set back."""
@@ -185,10 +185,11 @@ class ReadingPipeline:
             flags.add(Flag.UNKNOWN_SENSOR)
         frozen = frozenset(flags)
         last = sensor.last_time
-        if last is not None and time <= last < time + SAME_READ:
+        if last is not None and last - SAME_READ < time < last + TIME_STEP:
             # Frames read in one chunk share its arrival time (a backlog after a
-            # stall, or a fast replay). Series and timestamp name one point in
-            # InfluxDB, so the later reading would overwrite the earlier one.
+            # stall, or a fast replay), and a store with ms timestamps cannot
+            # tell apart two read within the same ms. Series and timestamp name
+            # one point, so the later reading would overwrite the earlier one.
             # A step back of more than SAME_READ is the wall clock being set,
             # and is kept as it is.
             time = last + TIME_STEP
