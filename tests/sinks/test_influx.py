@@ -901,7 +901,9 @@ def test_outage_and_kill_9_lose_nothing_and_duplicate_nothing(
         assert second.proc.wait(10) == 0
     finally:
         second.kill()
-    series = fresh_victoria.export('{__name__=~"power_.*"}')
+    series = fresh_victoria.export_at_least(
+        '{__name__=~"power_.*"}', 12_000 * len(FIELDS)
+    )
     assert {s["metric"]["__name__"] for s in series} == {f"power_{f}" for f in FIELDS}
     for name in ("power_watts", "power_wh_total"):
         points = sorted(
@@ -1041,7 +1043,9 @@ def test_wattd_run_on_a_pty_survives_outage_and_kill_9(
     final = spool_counters(spool_path)
     assert final["dropped"] == 0
     assert final["acked"] == final["appended"] == len(feed.frames_sent())
-    series = fresh_victoria.export('{__name__="power_watts"}')
+    series = fresh_victoria.export_at_least(
+        '{__name__="power_watts"}', final["appended"]
+    )
     points = [
         (s["metric"]["sensor"], t, v)
         for s in series
