@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
+from typing import Final
 
-__all__ = ["address", "positive_float", "positive_int"]
+__all__ = [
+    "SYSTEM_CONFIG",
+    "add_config",
+    "address",
+    "config_path",
+    "default_config_path",
+    "positive_float",
+    "positive_int",
+]
+
+SYSTEM_CONFIG: Final = Path("/etc/wattd/wattd.yaml")
+CONFIG_HELP: Final = (
+    "config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/wattd.yaml"
+    " or /etc/wattd/wattd.yaml)"
+)
 
 
 def positive_int(text: str) -> int:
@@ -41,3 +58,27 @@ def address(text: str) -> int:
     if not 0 <= value < 1 << 64:
         raise argparse.ArgumentTypeError(f"address {value} is out of range")
     return value
+
+
+def default_config_path() -> Path:
+    """``$WATTD_CONFIG``, else systemd's ``$CONFIGURATION_DIRECTORY``, else /etc."""
+    env = os.environ.get("WATTD_CONFIG")
+    if env:
+        return Path(env)
+    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")
+    if conf_dir:
+        return Path(conf_dir.split(":")[0]) / "wattd.yaml"
+    return SYSTEM_CONFIG
+
+
+def add_config(parser: argparse.ArgumentParser, help_text: str = CONFIG_HELP) -> None:
+    """The ``--config``/``-c`` option every command that reads the config takes."""
+    parser.add_argument(
+        "--config", "-c", type=Path, default=None, metavar="FILE", help=help_text
+    )
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """The config file named on the command line, else the default one."""
+    given: Path | None = args.config
+    return given if given is not None else default_config_path()

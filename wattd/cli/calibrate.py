@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from wattd.cli import EXIT_OK
-from wattd.cli._args import address, positive_float, positive_int
+from wattd.cli._args import address, default_config_path, positive_float, positive_int
 from wattd.cli._signals import on_stop_signals
 from wattd.errors import CalibrationError, ConfigError, SerialPortGone
 
@@ -475,8 +475,6 @@ def _fmt(value: float | None, digits: int) -> str:
 
 
 def _config_path(given: Path | None, *, required: bool) -> Path | None:
-    from wattd.cli.run import default_config_path
-
     if given is not None:
         return given
     path = default_config_path()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wattd.cli import EXIT_ERROR, EXIT_OK
+from wattd.cli._args import add_config, config_path
 from wattd.config import load_config
 from wattd.errors import SinkError
 from wattd.lineprotocol import PointEncoder, escape_tag
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " and bucket. Exits 0 when both work."
         ),
     )
-    p.add_argument("--config", "-c", type=Path, required=True, help="wattd config file")
+    add_config(p)
     p.add_argument(
         "--ping-only", action="store_true", help="only check that the server answers"
     )
@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the check and print one line per step."""
-    config = load_config(args.config)
+    config = load_config(config_path(args))
     target = InfluxTarget.from_config(config.influxdb)
     node = PointEncoder.from_config(config).node or "wattd"
     if not config.influxdb.enabled:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiomqtt
 
 from wattd.cli import EXIT_ERROR, EXIT_OK
+from wattd.cli._args import add_config, config_path
 from wattd.config import load_config
 from wattd.errors import SinkAuthError, SinkError, SinkRejected
 from wattd.hass import Topics
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " topics are usable. Exits 0 when everything works."
         ),
     )
-    p.add_argument("--config", "-c", type=Path, required=True, help="wattd config file")
+    add_config(p)
     p.add_argument(
         "--timeout",
         type=float,
@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks and print one line per step."""
-    config = load_config(args.config)
+    config = load_config(config_path(args))
     if not config.mqtt.enabled:
         print("note: mqtt.enabled is false; checking the settings anyway")
     try:

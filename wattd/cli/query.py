@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
+from wattd.cli._args import add_config, config_path
 from wattd.errors import WattdError
 
 if TYPE_CHECKING:
@@ -142,14 +143,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     negative number as an option of its own.
     """
     parser._negative_number_matcher = _OPTION_VALUE
-    parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=None,
-        help="config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/"
-        "wattd.yaml or /etc/wattd/wattd.yaml)",
-    )
+    add_config(parser)
     parser.add_argument(
         "--db",
         type=Path,
@@ -172,12 +166,11 @@ def load_for_store(args: argparse.Namespace) -> tuple[Config | None, Path]:
     Raises:
         ConfigError: the config is missing or invalid.
     """
-    from wattd.cli.run import default_config_path
     from wattd.config import load_config
 
     if args.db is not None and args.config is None:
         return None, args.db
-    config = load_config(args.config or default_config_path())
+    config = load_config(config_path(args))
     return config, args.db or config.store_path
 
 

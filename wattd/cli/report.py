@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
+from wattd.cli._args import add_config, config_path
 from wattd.errors import TariffError
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", "-c", type=Path, default=None, help="wattd config file")
+    add_config(p)
     p.add_argument(
         "--from",
         dest="start",
@@ -95,12 +96,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def report_command(args: argparse.Namespace) -> int:
     """Build and print (or write) the report."""
-    from wattd.cli.run import default_config_path
     from wattd.config import load_config
     from wattd.report import build_report, period_range
     from wattd.tariff import TariffBook
 
-    config = load_config(args.config or default_config_path())
+    config = load_config(config_path(args))
     tz = TariffBook(config).timezone
     now = datetime.now(UTC)
     if args.period and (args.start or args.end):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from wattd.cli._args import add_config, config_path
 from wattd.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,18 +17,6 @@ log = logging.getLogger("wattd")
 # sysexits' EX_CONFIG: the unit file lists it in RestartPreventExitStatus=, so a
 # broken config is reported once instead of restarting in a loop.
 EXIT_CONFIG: Final = 78
-SYSTEM_CONFIG: Final = Path("/etc/wattd/wattd.yaml")
-
-
-def default_config_path() -> Path:
-    """``$WATTD_CONFIG``, else systemd's ``$CONFIGURATION_DIRECTORY``, else /etc."""
-    env = os.environ.get("WATTD_CONFIG")
-    if env:
-        return Path(env)
-    conf_dir = os.environ.get("CONFIGURATION_DIRECTORY")
-    if conf_dir:
-        return Path(conf_dir.split(":")[0]) / "wattd.yaml"
-    return SYSTEM_CONFIG
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,15 +30,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " (a bad new config is logged and the old one keeps running)."
         ),
     )
-    parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/"
-        "wattd.yaml or /etc/wattd/wattd.yaml)",
-    )
+    add_config(parser)
     parser.add_argument(
         "--flush-timeout",
         type=float,
@@ -68,7 +47,7 @@ def run_command(args: argparse.Namespace) -> int:
     from wattd.logsetup import setup_logging
     from wattd.supervisor import Supervisor
 
-    path: Path = args.config or default_config_path()
+    path = config_path(args)
     try:
         config = load_config(path)
     except ConfigError as exc:

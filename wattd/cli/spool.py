@@ -15,11 +15,10 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
-from wattd.cli._args import positive_int
+from wattd.cli._args import add_config, config_path, positive_int
 from wattd.cli.query import UsageError
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " first-queued item, the lifetime counters and the dead letters kept."
         ),
     )
-    _add_config(status)
+    add_config(status)
     status.add_argument(
         "--format", choices=["table", "json"], default="table", help="output format"
     )
@@ -82,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " payload that is not UTF-8 also comes as payload_base64."
         ),
     )
-    _add_config(letters)
+    add_config(letters)
     _add_stream(letters)
     letters.add_argument(
         "--limit",
@@ -120,18 +119,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     drop.set_defaults(func=drop_dead_command)
 
 
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        "-c",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/"
-        "wattd.yaml or /etc/wattd/wattd.yaml)",
-    )
-
-
 def _add_stream(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stream",
@@ -142,7 +129,7 @@ def _add_stream(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_selection(parser: argparse.ArgumentParser) -> None:
-    _add_config(parser)
+    add_config(parser)
     _add_stream(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -193,11 +180,10 @@ def _with_spool(
         ConfigError: the config is missing or invalid.
         SpoolError: the spool file is missing, unreadable, damaged or locked.
     """
-    from wattd.cli.run import default_config_path
     from wattd.config import load_config
     from wattd.spool import Spool
 
-    config = load_config(args.config or default_config_path())
+    config = load_config(config_path(args))
     try:
         with Spool.for_config(config, must_exist=True) as spool:
             stream: str | None = getattr(args, "stream", None)

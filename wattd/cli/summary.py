@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from wattd.cli._args import add_config, config_path
 
 if TYPE_CHECKING:
     from wattd.cost import EnergyInterval
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", "-c", type=Path, default=None, help="wattd config file")
+    add_config(p)
     p.add_argument(
         "--name",
         action="append",
@@ -66,12 +67,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def summary_command(args: argparse.Namespace) -> int:
     """Compose, then print or post."""
     from wattd.cli.report import parse_when
-    from wattd.cli.run import default_config_path
     from wattd.config import load_config
     from wattd.report import intervals_from_jsonl
     from wattd.summary import SummaryService
 
-    config = load_config(args.config or default_config_path())
+    config = load_config(config_path(args))
     if not config.summaries:
         print(
             "no summaries configured (see summaries: in docs/cost.md)", file=sys.stderr
