@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     """A test that needs a binary that is not installed skips."""
     with skip_on_missing_binary():
         return (yield)
+
+
+@pytest.fixture(autouse=True)
+def fresh_wattd_logger() -> Iterator[None]:
+    """Each test starts without the ``wattd`` log handler and leaves none.
+
+    The CLI binds its handler to the stderr of the moment; kept across tests,
+    it would write into an earlier test's capture.
+    """
+    logger = logging.getLogger("wattd")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    logger.handlers.clear()
+    try:
+        yield
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers[:] = saved[2]
 
 
 @pytest.fixture(scope="session")

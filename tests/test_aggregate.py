@@ -345,3 +345,35 @@ def test_with_a_steady_clock_each_interval_is_one_point_within_it(
     # Each point is the last reading time of its meter in that interval.
     last = {(r.sensor, r.time_ns // step_ns): r.time for r in readings}
     assert all(last[(r.sensor, r.time_ns // step_ns)] == r.time for r in out)
+
+
+# -- silence ----------------------------------------------------------------------
+
+
+def test_silence_closes_open_buckets_after_two_intervals_or_the_minimum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    agg = ReadingAggregator(10)
+    assert agg.add([reading(1, 0), reading(2, 1), reading(1, 2)], now_s=100.0) == []
+    assert agg.pending == 2
+    # Two intervals are 20 s of silence: not yet at 19 s.
+    assert agg.expire_idle(119.0) == []
+    closed = agg.expire_idle(120.0)
+    assert [(r.sensor, seconds(r)) for r in closed] == [(1, 2.0), (2, 1.0)]
+    assert agg.pending == 0
+    assert agg.expire_idle(500.0) == []
+    # A short interval still waits for the minimum silence.
+    monkeypatch.setattr("wattd.aggregate.IDLE_MIN_S", 5.0)
+    short = ReadingAggregator(1)
+    short.add([reading(3, 0)], now_s=0.0)
+    assert short.expire_idle(4.9) == []
+    assert [r.sensor for r in short.expire_idle(5.0)] == [3]
+
+
+def test_silence_is_counted_from_the_last_reading() -> None:
+    agg = ReadingAggregator(10)
+    agg.add([reading(1, 0)], now_s=0.0)
+    agg.add([reading(1, 5)], now_s=15.0)
+    agg.add([], now_s=30.0)  # an empty batch is no reading
+    assert agg.expire_idle(34.9) == []
+    assert len(agg.expire_idle(35.0)) == 1

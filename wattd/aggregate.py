@@ -22,6 +22,10 @@ exactly like live data.
   reading's, so energy totals stay exact and the sum of the emitted
   ``wh_delta`` equals the sum of the readings'. A bucket of one reading is
   emitted as that very reading.
+* **All meters silent** (a radio unplugged): nothing would close the open
+  buckets, so :meth:`ReadingAggregator.expire_idle` closes them once no
+  reading at all has come for two intervals (at least :data:`IDLE_MIN_S`).
+  The caller passes its monotonic clock; the aggregator keeps none.
 * **Late readings** (older than their meter's open bucket, e.g. after the wall
   clock was stepped back) are never dropped nor merged into a newer bucket: the
   open bucket is emitted and the late reading starts a bucket of its own
@@ -45,6 +49,9 @@ __all__ = ["MAX_INTERVAL_S", "ReadingAggregator"]
 
 MAX_INTERVAL_S: Final = 3600.0
 """The longest interval the config accepts."""
+IDLE_MIN_S = 10.0
+"""Silence shorter than this never closes buckets early: a busy daemon may
+take seconds to deliver a batch, and that is no silence."""
 
 
 class ReadingAggregator:
@@ -62,6 +69,8 @@ class ReadingAggregator:
         self._open: dict[int, _Bucket] = {}
         self._latest: int | None = None
         """Interval of the most recent reading of any meter."""
+        self._last_add_s: float | None = None
+        """Caller's monotonic time of the last :meth:`add` with readings."""
 
     @property
     def active(self) -> bool:
@@ -73,14 +82,19 @@ class ReadingAggregator:
         """Meters with an open bucket."""
         return len(self._open)
 
-    def add(self, readings: Sequence[Reading]) -> Sequence[Reading]:
+    def add(
+        self, readings: Sequence[Reading], now_s: float | None = None
+    ) -> Sequence[Reading]:
         """Take readings in arrival order; return the buckets that closed.
 
+        ``now_s`` is the caller's monotonic time, for :meth:`expire_idle`.
         With interval 0 this is ``readings`` itself, not a copy.
         """
         step = self._interval_ns
         if not step:
             return readings
+        if readings and now_s is not None:
+            self._last_add_s = now_s
         out: list[Reading] = []
         buckets = self._open
         for reading in readings:
@@ -103,6 +117,18 @@ class ReadingAggregator:
                 out.append(bucket.result())
                 buckets[reading.sensor] = _Bucket(index, reading)
         return out
+
+    def expire_idle(self, now_s: float) -> list[Reading]:
+        """Close every bucket after a silence of two intervals (or IDLE_MIN_S).
+
+        ``now_s`` is the caller's monotonic time. Active meters close each
+        other's buckets as time moves on; this is for when none is left.
+        """
+        last = self._last_add_s
+        idle_s = max(2 * self.interval_s, IDLE_MIN_S)
+        if not self._open or last is None or now_s - last < idle_s:
+            return []
+        return self.drain()
 
     def drain(self) -> list[Reading]:
         """Close every open bucket now (flush, reload, shutdown)."""

@@ -14,6 +14,7 @@ import random
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
@@ -398,6 +399,33 @@ async def test_aggregation_writes_one_mean_point_per_meter_per_interval(
         assert pf["values"] == pytest.approx(expected_pf)
     # Six points (three intervals, two meters), every field of each.
     assert sum(len(s["values"]) for s in series) == 6 * len(FIELDS)
+
+
+async def test_aggregated_points_are_written_when_every_meter_falls_silent(
+    tmp_path: Path, victoria: VictoriaMetrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("wattd.aggregate.IDLE_MIN_S", 0.5)
+    measurement = unique_measurement()
+    config = make_config(tmp_path, victoria.url, measurement=measurement, aggregate_s=1)
+    # Half a second of two meters, then silence (the radio was unplugged).
+    readings = [reading(i, sensor=1 + i % 2) for i in range(50)]
+    async with running(InfluxSink(config)) as sink:
+        await sink.write(readings)
+        await asyncio.sleep(0.5)
+        assert sink.stats()["aggregate_open"] == 2
+        # No flush: two intervals of silence close them.
+        await wait_for(lambda: sink.stats()["points_written"] == 2, timeout=10)
+        assert sink.stats()["aggregate_open"] == 0
+    series = export(victoria, measurement)
+    watts = {
+        s["metric"]["sensor"]: s["values"]
+        for s in series
+        if s["metric"]["__name__"] == f"{measurement}_watts"
+    }
+    assert watts == {
+        "1": [statistics.fmean(r.watts for r in readings if r.sensor == 1)],
+        "2": [statistics.fmean(r.watts for r in readings if r.sensor == 2)],
+    }
 
 
 async def test_aggregated_points_survive_a_failing_spool_without_double_counting(

@@ -485,6 +485,26 @@ async def test_frame_errors_are_counted_per_meter_and_in_node_stats(
 # -- aggregation ---------------------------------------------------------------------
 
 
+async def test_aggregation_publishes_open_intervals_when_every_meter_falls_silent(
+    mosquitto: Mosquitto, tmp_path: Path, node: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("wattd.aggregate.IDLE_MIN_S", 0.5)
+    config = make_config(
+        tmp_path, mosquitto, node=node, sensors=[(1, "Desk lamp")], aggregate_s=1
+    )
+    lamp = f"wattd-{node}/desk_lamp/state"
+    async with collecting(mosquitto, [lamp]) as live, running(config) as sink:
+        # reading(i) is 2i s after a whole minute: one interval per reading.
+        await sink.write([reading(0)])
+        await asyncio.sleep(0.5)
+        assert live.on(lamp) == []
+        # No flush, no further reading: the silence closes the interval.
+        await wait_until(lambda: len(live.on(lamp)) == 1, timeout_s=10)
+        assert sink.stats()["aggregate_open"] == 0
+    state = json.loads(live.on(lamp)[0].payload)
+    assert (state["time"], state["watts"]) == (stamp(0), reading(0).watts)
+
+
 async def test_aggregation_publishes_one_mean_per_meter_per_interval(
     mosquitto: Mosquitto, tmp_path: Path, node: str
 ) -> None:

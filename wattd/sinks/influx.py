@@ -426,7 +426,7 @@ class InfluxSink(Sink):
         # batches are refused (and so kept, and retried, by the daemon).
         await self._append_held()
         aggregator = self._aggregator
-        rows = self._encode(aggregator.add(readings))
+        rows = self._encode(aggregator.add(readings, time.monotonic()))
         if not aggregator.active:
             await self._append(rows)
             return
@@ -448,6 +448,7 @@ class InfluxSink(Sink):
         while True:
             if attempt == 0:
                 await self._wait_for_work()
+            await self._expire_idle()
             try:
                 async with self._send_lock:
                     await self._drain()
@@ -577,6 +578,21 @@ class InfluxSink(Sink):
         except BaseException:
             self._held[:0] = held
             raise
+
+    async def _expire_idle(self) -> None:
+        """Spool open intervals once every meter has gone quiet (radio unplugged)."""
+        closed = self._aggregator.expire_idle(time.monotonic())
+        if not closed:
+            return
+        self._held.extend(self._encode(closed))
+        try:
+            await self._append_held()
+        except SinkUnavailable as exc:
+            log.warning(
+                "InfluxDB: %s; %d aggregated points wait in memory",
+                exc,
+                len(self._held),
+            )
 
     def _drain_aggregator(self) -> None:
         """Close every open interval; its points wait in ``_held``."""

@@ -96,6 +96,8 @@ OFFLINE_TIMEOUT_S: Final = 2.0
 SYNC_TIMEOUT_S: Final = 5.0
 """Wait for the retained discovery configs at startup (normally milliseconds)."""
 STATS_INTERVAL_S: Final = 30.0
+IDLE_CHECK_S: Final = 1.0
+"""How often a session looks for aggregation intervals left open by silence."""
 FLUSH_WAIT_S: Final = 5.0
 """Shutdown publishes the backlog this long at most; the rest stays spooled."""
 QOS0_QUEUE: Final = 10_000
@@ -175,7 +177,7 @@ class MqttSink(Sink):
         # batches are refused (and so kept, and retried, by the daemon).
         await self._queue_held()
         aggregator = self._aggregator
-        docs = self._documents(aggregator.add(readings))
+        docs = self._documents(aggregator.add(readings, time.monotonic()))
         if not aggregator.active:
             await self._queue(docs)
             return
@@ -394,12 +396,30 @@ class MqttSink(Sink):
                     name="wattd[sink:mqtt].announce",
                 )
                 tg.create_task(self._end_on_request(), name="wattd[sink:mqtt].control")
+                tg.create_task(self._expire_idle(), name="wattd[sink:mqtt].idle")
         except BaseExceptionGroup as group:
             _reraise_first(group)
         finally:
             self._connected = False
             self.counters["disconnects"] += 1
             await self._say_offline(client, topics)
+
+    async def _expire_idle(self) -> None:
+        """Publish open intervals once every meter has gone quiet (radio unplugged)."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            closed = self._aggregator.expire_idle(time.monotonic())
+            if not closed:
+                continue
+            self._held.extend(self._documents(closed))
+            try:
+                await self._queue_held()
+            except SinkUnavailable as exc:
+                log.warning(
+                    "mqtt: %s; %d aggregated readings wait in memory",
+                    exc,
+                    len(self._held),
+                )
 
     async def _end_on_request(self) -> None:
         await self._restart.wait()
