@@ -432,15 +432,7 @@ class InfluxSink(Sink):
             return
         # The aggregator has taken this batch, so a retry of it would count it
         # twice: what the spool refuses now waits here instead.
-        self._held.extend(rows)
-        try:
-            await self._append_held()
-        except SinkUnavailable as exc:
-            log.warning(
-                "InfluxDB: %s; %d aggregated points wait in memory",
-                exc,
-                len(self._held),
-            )
+        await self._hold_and_append(rows)
 
     async def run(self) -> None:
         """Drain the spool forever: batch, send, ack; back off while it fails."""
@@ -582,9 +574,12 @@ class InfluxSink(Sink):
     async def _expire_idle(self) -> None:
         """Spool open intervals once every meter has gone quiet (radio unplugged)."""
         closed = self._aggregator.expire_idle(time.monotonic())
-        if not closed:
-            return
-        self._held.extend(self._encode(closed))
+        if closed:
+            await self._hold_and_append(self._encode(closed))
+
+    async def _hold_and_append(self, rows: list[tuple[int, bytes]]) -> None:
+        """Append aggregated points; what the spool refuses waits in ``_held``."""
+        self._held.extend(rows)
         try:
             await self._append_held()
         except SinkUnavailable as exc:

@@ -183,13 +183,7 @@ class MqttSink(Sink):
             return
         # The aggregator has taken this batch, so a retry of it would count it
         # twice: what the spool refuses now waits here instead.
-        self._held.extend(docs)
-        try:
-            await self._queue_held()
-        except SinkUnavailable as exc:
-            log.warning(
-                "mqtt: %s; %d aggregated readings wait in memory", exc, len(self._held)
-            )
+        await self._hold_and_queue(docs)
 
     async def write_frames(self, frames: Sequence[FrameRecord]) -> None:
         """Count rejected frames, per meter where the address is known."""
@@ -311,6 +305,16 @@ class MqttSink(Sink):
             for r in readings
         ]
 
+    async def _hold_and_queue(self, docs: list[tuple[int, bytes]]) -> None:
+        """Queue aggregated documents; what the spool refuses waits in ``_held``."""
+        self._held.extend(docs)
+        try:
+            await self._queue_held()
+        except SinkUnavailable as exc:
+            log.warning(
+                "mqtt: %s; %d aggregated readings wait in memory", exc, len(self._held)
+            )
+
     async def _queue_held(self) -> None:
         """Queue the held documents, keeping them held if that fails."""
         if not self._held:
@@ -409,17 +413,8 @@ class MqttSink(Sink):
         while True:
             await asyncio.sleep(IDLE_CHECK_S)
             closed = self._aggregator.expire_idle(time.monotonic())
-            if not closed:
-                continue
-            self._held.extend(self._documents(closed))
-            try:
-                await self._queue_held()
-            except SinkUnavailable as exc:
-                log.warning(
-                    "mqtt: %s; %d aggregated readings wait in memory",
-                    exc,
-                    len(self._held),
-                )
+            if closed:
+                await self._hold_and_queue(self._documents(closed))
 
     async def _end_on_request(self) -> None:
         await self._restart.wait()
