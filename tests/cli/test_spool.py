@@ -10,7 +10,6 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -18,6 +17,7 @@ from tests.sinks.test_influx import (
     FakeInflux,
     Recorded,
     export,
+    forward,
     influx_error,
     reading,
     running,
@@ -420,15 +420,7 @@ async def test_requeued_point_is_delivered_once_the_server_accepts_it(
     async def typed(request: Recorded) -> web.Response:
         if refusing and any(b"sensor=13 " in x for x in request.lines):
             return influx_error(400, "field type conflict")
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{victoria.url}/api/v2/write",
-                params=request.query,
-                data=b"\n".join(request.lines),
-            ) as resp,
-        ):
-            return web.Response(status=resp.status)
+        return await forward(request, victoria.url)
 
     fake.rule = typed
     path = tmp_path / "wattd.yaml"

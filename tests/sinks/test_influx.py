@@ -194,6 +194,17 @@ def influx_error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response(text=body, status=status, headers=headers)
 
 
+async def forward(request: Recorded, url: str) -> web.Response:
+    """Pass a recorded write on to a real server and answer with its status."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/api/v2/write", params=request.query, data=b"\n".join(request.lines)
+        ) as resp,
+    ):
+        return web.Response(status=resp.status)
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeInflux]:
     server = FakeInflux()
@@ -628,15 +639,7 @@ async def test_refused_point_is_dead_lettered_and_the_rest_is_delivered(
         # Like InfluxDB: a batch with a conflicting point is refused as a whole.
         if any(b"sensor=13 " in line for line in request.lines):
             return influx_error(400, message)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.post(
-                f"{victoria.url}/api/v2/write",
-                params=request.query,
-                data=b"\n".join(request.lines),
-            ) as resp,
-        ):
-            return web.Response(status=resp.status)
+        return await forward(request, victoria.url)
 
     fake.rule = typed
     config = make_config(tmp_path, fake.url, measurement=measurement, batch_size=64)
