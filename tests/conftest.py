@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.influx import FakeInflux
 from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.services import MissingBinary, Mosquitto, VictoriaMetrics
 
@@ -136,3 +137,12 @@ def socat_link(tmp_path: Path) -> Iterator[SocatLink]:
     link.replug()
     yield link
     link.unplug()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeInflux]:
+    """A recording InfluxDB write endpoint on a free loopback port."""
+    server = FakeInflux()
+    await server.start()
+    yield server
+    await server.stop()

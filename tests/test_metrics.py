@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -9,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.fixtures.daemon import meter_sensors
+from tests.fixtures.daemon import meter_sensors, running_supervisor
 from tests.fixtures.sinks import RecordingSink
 from wattd.config import Config
 from wattd.metrics import (
@@ -25,7 +24,6 @@ from wattd.snapshot import DaemonSnapshot, PortSnapshot, SensorSnapshot, SinkSna
 from wattd.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from prometheus_client.metrics_core import Metric
@@ -283,16 +281,6 @@ def test_registering_takes_no_snapshot_and_each_collect_takes_one() -> None:
 # -- from a running daemon -----------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def running(sup: Supervisor) -> AsyncIterator[Supervisor]:
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(sup.run())
-        await asyncio.wait_for(sup.ready.wait(), 10)
-        try:
-            yield sup
-        finally:
-            sup.request_stop()
-            await asyncio.wait_for(task, 30)
 
 
 async def test_metrics_of_a_running_daemon_match_its_readings(
@@ -313,7 +301,7 @@ async def test_metrics_of_a_running_daemon_match_its_readings(
     )
     sup = Supervisor(config, sink_factory=lambda _c: [sink], flush_timeout_s=5)
     sim = Simulator(meters, seed=5)
-    async with running(sup):
+    async with running_supervisor(sup):
         stats = await run_on_pty(sim, pty.master, speed=20.0, until_s=20.0)
         deadline = asyncio.get_running_loop().time() + 10
         while len(sink.received) < stats.frames:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import statistics
@@ -9,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fixtures.daemon import meter_sensors
+from tests.fixtures.daemon import meter_sensors, running_supervisor
 from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.sinks import RecordingSink
 from wattd.config import Config
@@ -26,7 +25,7 @@ from wattd.store import Store
 from wattd.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
     from pathlib import Path
 
     from wattd.sinks.base import Sink
@@ -49,18 +48,6 @@ def meters_3() -> list[MeterModel]:
 def frames_for(meter: MeterModel, n: int, seed: int = 3) -> list[bytes]:
     sim = Simulator([meter], seed=seed)
     return [sim.next_frame().data for _ in range(n)]
-
-
-@contextlib.asynccontextmanager
-async def running(sup: Supervisor) -> AsyncIterator[Supervisor]:
-    async with asyncio.TaskGroup() as tg:
-        task = tg.create_task(sup.run(), name="test-supervisor")
-        await asyncio.wait_for(sup.ready.wait(), 10)
-        try:
-            yield sup
-        finally:
-            sup.request_stop()
-            await asyncio.wait_for(task, 30)
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -89,7 +76,7 @@ async def test_end_to_end_simulator_to_sqlite_matches_truth(
     )
     sup = Supervisor(config, flush_timeout_s=10)
     speed = 8.0
-    async with running(sup):
+    async with running_supervisor(sup):
         stats = await run_on_pty(sim, pty.master, speed=speed, until_s=32.0)
         await wait_until(lambda: sup.snapshot().readings_total >= stats.frames - 3)
     snap = sup.snapshot()
@@ -134,7 +121,7 @@ async def test_slow_sink_does_not_stall_decoding_or_other_sinks(
         config, sink_factory=recording_factory(slow, fast), flush_timeout_s=0.5
     )
     frames = frames_for(meter, 40)
-    async with running(sup):
+    async with running_supervisor(sup):
         await asyncio.sleep(0.3)
         for data in frames:
             pty.write(data)
@@ -164,7 +151,7 @@ async def test_decoder_rejections_are_counted_and_logged_rate_limited(
     sup = Supervisor(config, sink_factory=recording_factory(sink))
     good = frames_for(meter, 6)
     with caplog.at_level(logging.INFO, logger="wattd.supervisor"):
-        async with running(sup):
+        async with running_supervisor(sup):
             await asyncio.sleep(0.3)
             for data in good[:3]:
                 pty.write(data)  # sensor 9 is now known
@@ -203,7 +190,7 @@ async def test_reload_applies_calibration_without_reopening_the_port(
     config = make_config(tmp_path, **base)
     sup = Supervisor(config, sink_factory=recording_factory(sink))
     frames = frames_for(meter, 8)
-    async with running(sup):
+    async with running_supervisor(sup):
         await asyncio.sleep(0.3)
         for data in frames[:4]:
             pty.write(data)
@@ -241,7 +228,7 @@ async def test_reload_opens_added_ports_and_closes_removed_ones(
         )
         sup = Supervisor(config, sink_factory=recording_factory(sink))
         frames = frames_for(meter, 4)
-        async with running(sup):
+        async with running_supervisor(sup):
             both = make_config(
                 tmp_path,
                 ports=[
@@ -288,7 +275,7 @@ async def test_bad_reload_keeps_the_running_config(
         load_config(path), config_path=path, sink_factory=recording_factory(sink)
     )
     frames = frames_for(meter, 2)
-    async with running(sup):
+    async with running_supervisor(sup):
         path.write_text("ports:\n  - device: [not, a, path]\n    bogus: 1\n")
         with caplog.at_level(logging.ERROR, logger="wattd.supervisor"):
             assert not await sup.reload()
@@ -316,7 +303,7 @@ async def test_reload_starts_and_stops_sinks(tmp_path: Path, pty: Pty) -> None:
     ports = [{"device": pty.path}]
     sup = Supervisor(make_config(tmp_path, ports=ports), sink_factory=factory)
     frames = frames_for(meter, 3)
-    async with running(sup):
+    async with running_supervisor(sup):
         assert sup.snapshot().sinks == ()
         assert await sup.reload(
             make_config(tmp_path, ports=ports, web={"enabled": True})
@@ -346,7 +333,7 @@ async def test_state_is_saved_every_interval_and_at_shutdown(
     )
     sup = Supervisor(config, sink_factory=recording_factory(sink))
     frames = frames_for(meter, 3)
-    async with running(sup):
+    async with running_supervisor(sup):
         await asyncio.sleep(0.3)
         for data in frames:
             pty.write(data)
@@ -379,14 +366,18 @@ async def test_restart_continues_energy_from_saved_state(
     )
     frames = frames_for(meter, 6)
     first = RecordingSink("rec")
-    async with running(Supervisor(config, sink_factory=recording_factory(first))):
+    async with running_supervisor(
+        Supervisor(config, sink_factory=recording_factory(first))
+    ):
         await asyncio.sleep(0.3)
         for data in frames[:3]:
             pty.write(data)
             await asyncio.sleep(0.2)
         await wait_until(lambda: len(first.received) == 3)
     second = RecordingSink("rec")
-    async with running(Supervisor(config, sink_factory=recording_factory(second))):
+    async with running_supervisor(
+        Supervisor(config, sink_factory=recording_factory(second))
+    ):
         await asyncio.sleep(0.3)
         for data in frames[3:]:
             pty.write(data)
@@ -411,7 +402,7 @@ async def test_store_total_raises_the_floor(tmp_path: Path, pty: Pty) -> None:
         sink_factory=recording_factory(sink),
         store_totals=lambda _c: {7: 1234.5},
     )
-    async with running(sup):
+    async with running_supervisor(sup):
         await asyncio.sleep(0.3)
         pty.write(frames_for(meter, 1)[0])
         await wait_until(lambda: len(sink.received) == 1)
@@ -428,7 +419,7 @@ async def test_unknown_sensor_is_logged_once(
         sink_factory=recording_factory(sink),
     )
     with caplog.at_level(logging.WARNING, logger="wattd.supervisor"):
-        async with running(sup):
+        async with running_supervisor(sup):
             await asyncio.sleep(0.3)
             for data in frames_for(meter, 3):
                 pty.write(data)
@@ -461,7 +452,7 @@ async def test_notifies_ready_status_and_watchdog(tmp_path: Path, pty: Pty) -> N
             notifier=notifier,
         )
         messages: list[str] = []
-        async with running(sup):
+        async with running_supervisor(sup):
             await asyncio.sleep(0.7)
         while True:
             try:
@@ -490,7 +481,7 @@ async def test_live_cost_stage_prices_each_reading(tmp_path: Path, pty: Pty) -> 
         },
     )
     sup = Supervisor(config, sink_factory=recording_factory(sink))
-    async with running(sup):
+    async with running_supervisor(sup):
         await asyncio.sleep(0.3)
         for data in frames_for(meter, 2):
             pty.write(data)
@@ -515,7 +506,7 @@ async def test_unplug_and_replug_resumes_and_drops_the_cut_frame(
     )
     sup = Supervisor(config, sink_factory=recording_factory(sink))
     frames = frames_for(meter, 40)
-    async with running(sup):
+    async with running_supervisor(sup):
         await wait_until(lambda: sup.snapshot().ports[0].connected)
         fd = socat_link.open_peer()
         os.write(fd, frames[0])
@@ -568,7 +559,7 @@ async def test_reload_keeps_the_command_line_log_level(
         log_level=cli_level,
     )
     try:
-        async with running(sup):
+        async with running_supervisor(sup):
             new = make_config(
                 tmp_path, **base, logging={"level": "error", "format": "text"}
             )

@@ -13,12 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import web
 
+from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
 from tests.sinks.test_influx import (
-    FakeInflux,
-    Recorded,
     export,
-    forward,
-    influx_error,
     reading,
     running,
     unique_measurement,
@@ -31,7 +28,6 @@ from wattd.sinks.influx import STREAM, InfluxSink
 from wattd.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from tests.fixtures.services import VictoriaMetrics
@@ -398,14 +394,6 @@ async def test_requeue_while_the_daemon_holds_the_spool(
 
 
 # -- end to end: a refused point, fixed on the server, requeued and delivered --------
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeInflux]:
-    server = FakeInflux()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 async def test_requeued_point_is_delivered_once_the_server_accepts_it(

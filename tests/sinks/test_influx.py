@@ -19,12 +19,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import influxdb_client.rest as rest
 import pytest
 from aiohttp import web
@@ -32,6 +31,7 @@ from aiohttp import web
 import wattd.sinks.influx as influx_module
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors
 from tests.fixtures.daemon import write_config as write_daemon_config
+from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
 from tests.fixtures.services import VictoriaMetrics, free_port
 from wattd.cli import main as cli_main
 from wattd.config import Config, parse_config
@@ -127,90 +127,6 @@ def export(server: VictoriaMetrics, measurement: str) -> list[dict[str, Any]]:
 
 def unique_measurement() -> str:
     return f"m{uuid.uuid4().hex[:10]}"
-
-
-# -- a recording InfluxDB write endpoint ---------------------------------------
-
-
-@dataclasses.dataclass
-class Recorded:
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    lines: list[bytes]
-
-
-Rule = Callable[[Recorded], Awaitable[web.Response]]
-
-
-class FakeInflux:
-    """A real HTTP server answering like InfluxDB's write API, by a settable rule.
-
-    It stands in where VictoriaMetrics cannot: refusing tokens and points.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self.rule: Rule = self.accept
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    @staticmethod
-    async def accept(_request: Recorded) -> web.Response:
-        return web.Response(status=204)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/api/v2/write", self._write)
-        app.router.add_get("/ping", self._ping)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        port = free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port).start()
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _ping(self, _request: web.Request) -> web.Response:
-        return web.Response(status=204, headers={"X-Influxdb-Version": "fake-2.7"})
-
-    async def _write(self, request: web.Request) -> web.Response:
-        # aiohttp has already undone a Content-Encoding: gzip.
-        body = await request.read()
-        recorded = Recorded(
-            path=request.path,
-            query=dict(request.query),
-            headers=dict(request.headers),
-            lines=body.split(b"\n"),
-        )
-        self.requests.append(recorded)
-        return await self.rule(recorded)
-
-
-def influx_error(status: int, message: str, **headers: str) -> web.Response:
-    body = json.dumps({"code": "invalid", "message": message})
-    return web.json_response(text=body, status=status, headers=headers)
-
-
-async def forward(request: Recorded, url: str) -> web.Response:
-    """Pass a recorded write on to a real server and answer with its status."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/api/v2/write", params=request.query, data=b"\n".join(request.lines)
-        ) as resp,
-    ):
-        return web.Response(status=resp.status)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeInflux]:
-    server = FakeInflux()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
