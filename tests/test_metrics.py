@@ -281,8 +281,6 @@ def test_registering_takes_no_snapshot_and_each_collect_takes_one() -> None:
 # -- from a running daemon -----------------------------------------------------------
 
 
-
-
 async def test_metrics_of_a_running_daemon_match_its_readings(
     tmp_path: Path, pty: Pty
 ) -> None:
