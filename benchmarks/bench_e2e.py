@@ -26,6 +26,10 @@ Reported per fleet size:
   written for it; p50/p99 of (message received - frame written);
 * RSS: the daemon's resident set at the end and its peak (VmHWM).
 
+The daemon runs with the ``Environment=`` settings of ``systemd/wattd.service``
+(``PYTHONOPTIMIZE=2``: no docstrings in memory), as in production;
+``--no-unit-env`` runs it without them.
+
 All along, a dashboard is open on the event stream and /metrics is scraped
 every 5 s, so the web side does its real work too. ``--profile DIR`` runs the
 daemon under cProfile (event loop thread) to find where the time goes.
@@ -57,7 +61,12 @@ import aiomqtt
 # Run as a script: put the repo root on sys.path so that tests.fixtures imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.fixtures.daemon import DaemonProcess, meter_sensors, write_config
+from tests.fixtures.daemon import (
+    DaemonProcess,
+    meter_sensors,
+    unit_environment,
+    write_config,
+)
 from tests.fixtures.pty import Pty
 from tests.fixtures.services import (
     LOOPBACK,
@@ -156,12 +165,19 @@ class Daemon(DaemonProcess):
     """``python -m wattd run``, optionally under cProfile, with its CPU and memory."""
 
     def __init__(
-        self, config: dict[str, Any], workdir: Path, *, profile: Path | None = None
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        *,
+        profile: Path | None = None,
+        unit_env: bool = True,
     ) -> None:
         # cProfile sees the event loop thread, which does the per-frame work.
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
         super().__init__(write_config(workdir / "wattd.yaml", config), python_args=prof)
-        self.env = {**env_without_proxies(), "PYTHONUNBUFFERED": "1"}
+        # As systemd runs it (the unit's Environment=, e.g. PYTHONOPTIMIZE).
+        unit = unit_environment() if unit_env else {}
+        self.env = {**env_without_proxies(), **unit, "PYTHONUNBUFFERED": "1"}
 
     @property
     def pid(self) -> int:
@@ -397,6 +413,7 @@ async def bench_one(
     *,
     profile: Path | None = None,
     web_clients_on: bool = True,
+    unit_env: bool = True,
 ) -> Result:
     meters = varied_meters(n_sensors, seed=n_sensors)
     frames = make_frames(meters, int(rate * duration))
@@ -414,7 +431,7 @@ async def bench_one(
         victoria_url=tsdb.url,
         web_port=web_port,
     )
-    daemon = Daemon(config, workdir, profile=profile)
+    daemon = Daemon(config, workdir, profile=profile, unit_env=unit_env)
     sub_task: asyncio.Task[None] | None = None
     try:
         daemon.start()
@@ -519,6 +536,11 @@ async def main(argv: list[str] | None = None) -> int:
         help="no open dashboard and no /metrics scraping during the run",
     )
     parser.add_argument(
+        "--no-unit-env",
+        action="store_true",
+        help="run the daemon without the systemd unit's Environment= settings",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
@@ -546,6 +568,7 @@ async def main(argv: list[str] | None = None) -> int:
                 workdir,
                 profile=prof,
                 web_clients_on=not args.no_web_clients,
+                unit_env=not args.no_unit_env,
             )
         finally:
             if not args.keep:

@@ -15,7 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
+from tests.fixtures.daemon import (
+    UNIT_FILE,
+    DaemonProcess,
+    MeterFeed,
+    meter_sensors,
+    unit_environment,
+    write_config,
+)
 from tests.fixtures.pty import Pty
 from wattd.cli.run import EXIT_CONFIG
 from wattd.sdnotify import SdNotifier
@@ -73,6 +80,15 @@ def test_unit_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == ""
+
+
+def test_unit_environment_is_what_test_daemons_run_with() -> None:
+    env = unit_environment()
+    # Docstrings stay out of the daemon's memory; the subprocess daemons of the
+    # tests and benchmarks run with this too, so the mode is what is tested.
+    assert env.get("PYTHONOPTIMIZE") == "2"
+    daemon = DaemonProcess(UNIT_FILE)
+    assert daemon.env["PYTHONOPTIMIZE"] == "2"
 
 
 def test_unit_has_the_service_contract() -> None:
