@@ -21,7 +21,7 @@ import math
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -30,8 +30,6 @@ from wattd.web.board import LiveBoard, health_json
 from wattd.web.history import sparklines
 from wattd.web.hub import EventHub, format_event, format_event_json, to_json
 from wattd.worker import run_blocking
-
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -66,18 +64,6 @@ class Dashboard:
         self.clock = clock
         self._history: dict[tuple[Any, ...], tuple[float, dict[str, object]]] = {}
         self.reconfigure(config)
-
-    async def run_in_worker(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking ``fn(*args)`` on the daemon's worker thread.
-
-        The heavy, rare work (a scrape renders ~1 MB at 1,000 meters, history
-        reads SQLite) shares the one thread of :mod:`wattd.worker`, and so one
-        malloc arena, with the daemon's other big jobs.
-        """
-        return await run_blocking(fn, *args)
-
-    def close(self) -> None:
-        """Nothing to release: the worker thread is shared by the whole daemon."""
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config: auth, metadata and settings apply at once."""
@@ -159,7 +145,9 @@ class Dashboard:
         cached = self._history.get(key)
         if cached is not None and cached[0] > now:
             return cached[1]
-        data = await self.run_in_worker(
+        # The heavy, rare work (history reads SQLite, a scrape renders ~1 MB at
+        # 1,000 meters) runs on the daemon's one worker thread (wattd.worker).
+        data = await run_blocking(
             functools.partial(
                 sparklines,
                 self.config.store_path,
@@ -287,14 +275,14 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     )
     # Made on the worker thread and sent piece by piece: the whole body is
     # ~1.5 MB at a thousand sensors, and nothing needs it all at once.
-    chunk: bytes | None = await dash.run_in_worker(next, chunks, None)
+    chunk: bytes | None = await run_blocking(next, chunks, None)
     response = web.StreamResponse()
     # aiohttp's content_type setter refuses parameters; set the header whole.
     response.headers["Content-Type"] = content_type
     await response.prepare(request)
     while chunk is not None:
         await response.write(chunk)
-        chunk = await dash.run_in_worker(next, chunks, None)
+        chunk = await run_blocking(next, chunks, None)
     await response.write_eof()
     return response
 

@@ -24,6 +24,7 @@ from wattd.sinks.base import Sink
 from wattd.web.app import Dashboard, build_app
 from wattd.web.board import local_day_start
 from wattd.web.history import energy_between
+from wattd.worker import run_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -109,7 +110,6 @@ class WebSink(Sink):
     async def stop(self) -> None:
         """End open streams and close the server."""
         await self._unbind()
-        self.dashboard.close()
 
     def stats(self) -> dict[str, float]:
         """Open event streams and what the board took."""
@@ -138,7 +138,7 @@ class WebSink(Sink):
 
         start = local_day_start(now, ZoneInfo(tz_name))
         try:
-            totals = await self.dashboard.run_in_worker(
+            totals = await run_blocking(
                 energy_between, self._config.store_path, start, now
             )
         except Exception:  # the dashboard must come up even if history cannot
