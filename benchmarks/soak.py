@@ -344,8 +344,8 @@ async def run_soak(
             fd = link.open_peer()
             feeder.fd = fd
             note("serial: plugged back in")
-            # Opening a port discards what waited in its input buffer (as
-            # pyserial does), so the meters' frames count from the reopen on.
+            # A frame sent to a device end that nobody has open may be lost
+            # on the way (socat), so the meters' frames count from the reopen on.
             await reopened(connections)
             feeder.plugged.set()
             feeder.paused.clear()

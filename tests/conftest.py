@@ -12,7 +12,8 @@ import pytest
 
 from tests.fixtures.influx import FakeInflux
 from tests.fixtures.pty import Pty, SocatLink
-from tests.fixtures.services import MissingBinary, Mosquitto, VictoriaMetrics
+from tests.fixtures.services import Influxd, MissingBinary, Mosquitto, VictoriaMetrics
+from wattd.logsetup import WattdHandler
 
 CAPTURES = (
     Path(__file__).resolve().parents[1].parent
@@ -46,18 +47,28 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def fresh_wattd_logger() -> Iterator[None]:
-    """Each test starts without the ``wattd`` log handler and leaves none.
+def fresh_wattd_logger(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test starts without wattd's log handlers and leaves none.
 
-    The CLI binds its handler to the stderr of the moment; kept across tests,
-    it would write into an earlier test's capture.
+    The CLI binds its handlers to the stderr of the moment; kept across tests,
+    they would write into an earlier test's capture. The ``wattd`` logger does
+    not propagate once the CLI has set it up, so a test that uses ``caplog``
+    gets the capture handler on that logger itself (and exactly once).
     """
     logger = logging.getLogger("wattd")
+    root = logging.getLogger()
     saved = (logger.level, logger.propagate, list(logger.handlers))
     logger.handlers.clear()
+    if "caplog" in request.fixturenames:
+        caplog: pytest.LogCaptureFixture = request.getfixturevalue("caplog")
+        logger.addHandler(caplog.handler)
+        logger.propagate = False
     try:
         yield
     finally:
+        for handler in root.handlers[:]:
+            if isinstance(handler, WattdHandler):
+                root.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         logger.handlers[:] = saved[2]
@@ -108,6 +119,15 @@ def make_broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     """A private VictoriaMetrics server for the whole session."""
     server = VictoriaMetrics(tmp_path_factory.mktemp("victoria"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
+    """A private InfluxDB 1.x server for the whole session."""
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
     server.start()
     yield server
     server.stop()

@@ -279,11 +279,12 @@ def test_secret_values_are_never_echoed_in_errors(
           username: u
           password: [tok-XYZ-987]
         influxdb:
-          token: {value: ${WATTD_TEST_TOKEN}}
+          token: {value: "${WATTD_TEST_TOKEN}"}
         """,
     )
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigErrors) as info:
         load_config(path)
+    assert {e.key for e in info.value.errors} == {"mqtt.password", "influxdb.token"}
     assert "tok-XYZ-987" not in str(info.value)
 
 
@@ -352,3 +353,139 @@ def test_syntax_errors_keep_their_line_after_the_fast_parse(tmp_path: Path) -> N
     error = error_of(path)
     assert error.line == 3
     assert "not valid YAML" in str(error)
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        mqtt:
+          enabled: false
+        ports:
+          - device: /dev/ttyUSB0
+        sensors:
+          - address: 1
+            counts_per_amp: 15.5
+            counts_per_amp: 16
+        mqtt:
+          host: broker
+        """,
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    assert [str(e) for e in info.value.errors] == [
+        f"{path}:8: sensors[0].counts_per_amp: key 'counts_per_amp' is given twice,"
+        " on lines 7 and 8; YAML would keep only the last, so remove one",
+        f"{path}:9: mqtt: key 'mqtt' is given twice, on lines 1 and 9; YAML would"
+        " keep only the last, so remove one",
+    ]
+
+
+def test_a_key_given_twice_on_one_line(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path, "sensors: [{address: 1, name: a, name: b}]\n"))
+    assert (err.line, err.key) == (1, "sensors[0].name")
+    assert "given twice, on line 1" in str(err)
+
+
+def test_a_merge_may_be_overridden_without_a_repeat_error(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            """
+            sensors:
+              - &one {address: 1, name: one, rack: A}
+              - {<<: *one, address: 2, name: two}
+            """,
+        )
+    )
+    assert [(s.name, s.rack) for s in config.sensors] == [("one", "A"), ("two", "A")]
+
+
+def test_a_key_at_the_wrong_level_says_where_it_belongs(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        summaries:
+          destinations:
+            webhook: {enabled: true, url: "https://hooks.example/x"}
+        """,
+    )
+    assert str(error_of(path)) == (
+        f"{path}:3: summaries.destinations.webhook: unknown key 'webhook';"
+        " 'webhook' belongs under summaries.<name>.destinations"
+    )
+    err = error_of(write(tmp_path, "baud: 9600\nsensors: [{address: 1, baud: 1}]\n"))
+    assert isinstance(err, ConfigErrors)
+    assert [e.message for e in err.errors] == [
+        "unknown key 'baud'; 'baud' belongs under ports[n]",
+        "unknown key 'baud'; 'baud' belongs under ports[n]",
+    ]
+
+
+def test_unknown_keys_under_named_entries_get_suggestions(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        tariffs:
+          plans:
+            home:
+              price_per_kwhh: 0.30
+        locations:
+          dc-1: {tarif: home}
+        """,
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    found = {(e.line, e.key, e.message) for e in info.value.errors}
+    assert (
+        4,
+        "tariffs.plans.home.price_per_kwhh",
+        "unknown key 'price_per_kwhh'; did you mean 'price_per_kwh'?",
+    ) in found
+    assert (
+        6,
+        "locations.dc-1.tarif",
+        "unknown key 'tarif'; did you mean 'tariff'?",
+    ) in found
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("store:\n  readings_retention_days: .inf\n", "store.readings_retention_days"),
+        ("mains: {nominal_vrms: .nan}\n", "mains.nominal_vrms"),
+        ("sensors: [{address: 1, current_zero: -.inf}]\n", "sensors[0].current_zero"),
+        ("save_interval_s: .inf\n", "save_interval_s"),
+        (
+            "tariffs: {plans: {home: {price_per_kwh: .nan}}}\n",
+            "tariffs.plans.home.price_per_kwh",
+        ),
+    ],
+)
+def test_numbers_must_be_finite(tmp_path: Path, text: str, key: str) -> None:
+    err = error_of(write(tmp_path, text))
+    assert err.key == key
+    assert "Input should be a finite number" in err.message
+
+
+def test_a_long_value_is_cut_in_the_message(tmp_path: Path) -> None:
+    name = "x" * 1_000_000
+    path = write(
+        tmp_path,
+        f"sensors:\n  - address: 1\n    name: {name}\n  - address: {'y' * 500}\n"
+        f"tariffs: {{timezone: {'z' * 5000}}}\n",
+    )
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    messages = {e.key: e.message for e in info.value.errors}
+    assert messages["sensors[0].name"] == (
+        "String should have at most 64 characters (got"
+        f" {'x' * 80!r}… (1,000,000 characters))"
+    )
+    assert messages["sensors[1].address"].startswith(
+        f"address {'y' * 80!r}… (500 characters) is not a number"
+    )
+    assert messages["tariffs.timezone"].startswith(
+        f"unknown timezone {'z' * 80!r}… (5,000 characters); use an IANA name"
+    )
+    assert max(len(str(e)) for e in info.value.errors) < 400

@@ -176,3 +176,10 @@ def test_small_energy_still_shows_it_growing() -> None:
     small = dataclasses.replace(snap.sensors[0], wh_total=0.07)
     text = render(dataclasses.replace(snap, sensors=(small,)))
     assert "0.000070" in text
+
+
+def test_notes_are_shown_under_the_header() -> None:
+    note = "simulated line noise (--noise 0.02), added on purpose: 3 frames"
+    lines = render(snapshot(), title="demo", notes=[note]).splitlines()
+    assert lines[0].startswith("demo - up")
+    assert lines[1] == note

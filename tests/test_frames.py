@@ -37,6 +37,7 @@ from tests.fixtures.framebuilder import (
 from wattd.errors import FrameError
 from wattd.frames import (
     MAX_FRAME_DATA_LEN,
+    START,
     ApiMode,
     DecoderStats,
     FrameDecoder,
@@ -48,7 +49,13 @@ from wattd.frames import (
     escape,
     unescape,
 )
-from wattd.iosample import IoSampleFrame, ModemStatusFrame, OtherFrame
+from wattd.iosample import (
+    IoSampleFrame,
+    ModemStatusFrame,
+    OtherFrame,
+    PayloadRejection,
+    parse_frame_data,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -479,8 +486,9 @@ def damaged(draw: st.DrawFn, mode: ApiMode) -> bytes:
 
 
 def _false_candidate_covers(stream: bytes, good_start: int) -> bool:
-    """True if a checksum-valid mode-1 candidate starting before ``good_start``
-    reaches past it: such a frame is indistinguishable from a real one."""
+    """True if a mode-1 candidate starting before ``good_start`` reaches past it
+    and passes both the checksum and the payload check: such a frame is
+    indistinguishable from a real one."""
     p = stream.find(0x7E)
     while 0 <= p < good_start:
         if len(stream) - p >= 3:
@@ -490,6 +498,9 @@ def _false_candidate_covers(stream: bytes, good_start: int) -> bool:
                 0 < length <= MAX_FRAME_DATA_LEN
                 and good_start < stop <= len(stream)
                 and sum(stream[p + 3 : stop]) & 0xFF == 0xFF
+                and not isinstance(
+                    parse_frame_data(stream[p + 3 : stop - 1], b""), PayloadRejection
+                )
             ):
                 return True
         p = stream.find(0x7E, p + 1)
@@ -506,12 +517,87 @@ def test_a_bad_frame_never_hides_the_good_frame_that_follows(
     stream = wrecks[0] + good[0] + b"".join(wrecks[1:]) + good[1]
     if mode is ApiMode.UNESCAPED:
         # In mode 1 a 0x7E in the wreck can start a candidate that spans the good
-        # frame and passes its checksum by chance (1 in 256): skip those draws.
+        # frame, passes its checksum by chance (1 in 256) and parses: skip those.
         assume(not _false_candidate_covers(stream, len(wrecks[0])))
         assume(not _false_candidate_covers(stream, stream.rindex(good[1])))
     events, _ = decode_three_ways(stream, mode, seed)
     found = [ev.raw for ev in events if ev.raw in good]
     assert found == good
+
+
+# Frame data heads that no following bytes can turn into a valid frame: a modem
+# status is exactly 2 bytes, and a 0x83 set of one sample of AD0+AD4 needs 12
+# bytes, an encrypted sender's count is 0xFF, and mask bit 15 is reserved.
+UNPARSABLE_HEADS = (
+    hexbytes("8A"),
+    hexbytes("83 00 05 28 00 01 22 00"),
+    hexbytes("83 00 05 28 00 FF 22 00"),
+    hexbytes("83 00 05 28 00 01 A2 00"),
+)
+
+
+def trap(covered: bytes, head: bytes) -> tuple[bytes, bytes]:
+    """A false mode-1 candidate around ``covered``: checksum right, payload not.
+
+    Returns the bytes to put before and after ``covered``. A spare byte before
+    the checksum keeps the checksum off 0x7E, so the trap starts no second one.
+    """
+    for spare in (0x00, 0x01):
+        data = head + covered + bytes((spare,))
+        if checksum(data) != START and len(data) <= MAX_FRAME_DATA_LEN:
+            wire = encode_frame(data)
+            return wire[: 3 + len(head)], wire[-2:]
+    raise AssertionError("covered bytes too long for one candidate")
+
+
+def test_false_candidate_with_a_bad_payload_does_not_swallow_the_frame_inside() -> None:
+    real = tweetawatt_frame(address=7)
+    for head in UNPARSABLE_HEADS:
+        before, after = trap(real, head)
+        false = before + real + after
+        assert (sum(false[3:]) & 0xFF) == 0xFF  # a checksum-valid candidate ...
+        parsed = parse_frame_data(false[3:-1], false)
+        assert isinstance(parsed, PayloadRejection)  # ... that does not parse
+        stream = hexbytes("00 11 7D") + false + tweetawatt_frame(address=8)
+        events, decoder = decode_three_ways(stream, ApiMode.UNESCAPED)
+        assert [ev.address16 for ev in io_frames(events)] == [7, 8], head.hex()
+        first = events[1]
+        assert isinstance(first, FrameRejected)
+        assert first.reason in {RejectReason.BAD_PAYLOAD, RejectReason.ENCRYPTED}
+        assert (first.raw, first.nbytes) == (false, 1)
+        assert decoder.stats.rejected == 1
+
+
+@st.composite
+def frames_in_traps(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """Real frames in noise, runs of them wrapped in false candidates."""
+    wires = [
+        encode_frame(d)
+        for d in draw(st.lists(any_valid_frame_data(), min_size=1, max_size=6))
+    ]
+    stream = bytearray(draw(noise()))
+    i = 0
+    while i < len(wires):
+        # The next run of frames, each followed by its noise.
+        span = draw(st.integers(1, len(wires) - i))
+        run = b"".join(w + draw(noise()) for w in wires[i : i + span])
+        head = draw(st.sampled_from(UNPARSABLE_HEADS))
+        if draw(st.booleans()) and len(head) + len(run) < MAX_FRAME_DATA_LEN:
+            before, after = trap(run, head)
+            run = before + run + after + draw(noise())
+        stream += run
+        i += span
+    return bytes(stream), wires
+
+
+@FUZZ
+@given(case=frames_in_traps(), seed=st.integers(0, 99))
+def test_false_candidates_in_garbage_never_cost_a_real_frame(
+    case: tuple[bytes, list[bytes]], seed: int
+) -> None:
+    stream, wires = case
+    events, _ = decode_three_ways(stream, ApiMode.UNESCAPED, seed)
+    assert [ev.raw for ev in accepted(events)] == wires
 
 
 @pytest.mark.parametrize("mode", MODES)

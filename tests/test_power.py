@@ -281,6 +281,39 @@ def test_any_sample_at_a_rail_is_clipped(where: int, value: int) -> None:
     assert Flag.CLIPPED in result.flags
 
 
+@pytest.mark.parametrize(
+    ("mains_hz", "interval_ms"), [*WHOLE_CYCLE_TIMINGS, (50.0, 1.0)]
+)
+def test_voltage_level_is_the_midline_over_whole_cycles(
+    mains_hz: float, interval_ms: float
+) -> None:
+    rng = random.Random(f"midline/{mains_hz}/{interval_ms}")
+    meter = wf.random_meter(rng, mains_hz=mains_hz)
+    radio = wf.Radio(interval_ms=interval_ms, jitter_ms=0.01 * interval_ms)
+    cal = Calibration(current_zero=meter.current_zero_counts, mains_hz=mains_hz)
+    plain_worst = level_worst = 0.0
+    for _ in range(100):
+        frame = wf.make_frame(wf.resistive(300.0), meter, radio, rng)
+        result = compute_power(frame.voltage, frame.current, cal)
+        kept = frame.voltage[1:]
+        plain = sum(kept) / len(kept)
+        plain_worst = max(plain_worst, abs(plain - meter.voltage_offset_counts))
+        level = result.voltage_mean_counts
+        level_worst = max(level_worst, abs(level - meter.voltage_offset_counts))
+    # 1.1-1.5 cycles of samples put their plain mean tens of counts off the
+    # midline; the whole-cycle level stays within a few (1.0 ms: ~one cycle).
+    assert plain_worst > 20.0
+    assert level_worst < (5.0 if interval_ms == 1.0 else 2.5)
+
+
+def test_a_given_current_zero_stands_in_for_the_configured_one() -> None:
+    voltage, current = sine(300.0), sine(20.0, offset=481.0)
+    given = compute_power(voltage, current, Calibration(), current_zero=481.0)
+    configured = compute_power(voltage, current, Calibration(current_zero=481.0))
+    assert given == configured
+    assert compute_power(voltage, current, Calibration()).irms > 1.2 * given.irms
+
+
 def test_clean_frame_has_no_flags() -> None:
     result = compute_power(
         sine(300.0), sine(20.0, offset=495.0), Calibration(current_zero=495)

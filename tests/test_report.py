@@ -17,12 +17,20 @@ from wattd.errors import TariffError
 from wattd.readings import Reading
 from wattd.report import (
     FRAME_PERIOD_S,
+    GroupBy,
     build_report,
     intervals_from_jsonl,
     intervals_from_store,
     period_range,
 )
-from wattd.report_text import format_money, render_csv, render_json, render_table
+from wattd.report_text import (
+    format_amount,
+    format_duration,
+    format_money,
+    render_csv,
+    render_json,
+    render_table,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -53,8 +61,10 @@ tariffs:
 """
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def steady(
@@ -143,8 +153,8 @@ def many_readings() -> list[Reading]:
 
 @pytest.mark.parametrize("by", ["sensor", "rack", "customer", "location", "all"])
 def test_report_totals_equal_the_sum_of_the_readings_energy(
-    by: str, many_readings: list[Reading]
-):
+    by: GroupBy, many_readings: list[Reading]
+) -> None:
     start, end = SPAN
     readings = many_readings
     cfg = parse_config(CONFIG.replace("timezone: UTC", "timezone: Europe/Berlin"))
@@ -160,20 +170,22 @@ def test_report_totals_equal_the_sum_of_the_readings_energy(
     assert math.fsum(report.total.sensor_kwh.values()) == pytest.approx(
         expected_kwh, rel=1e-9
     )
-    # Mean watts times the hour's length inside the range gives the energy back.
-    hours = report.total.hours
-    edges = [*(h.start for h in hours[1:]), end]
-    hourly_wh = math.fsum(
-        (h.mean_watts or 0.0) * (stop - max(h.start, start)).total_seconds() / 3600
-        for h, stop in zip(hours, edges, strict=True)
+    # Each meter's hourly power times its time with data gives the energy back,
+    # and a group's mean is the sum of its meters' means.
+    if by == "sensor":
+        for g in report.groups:
+            hourly_wh = math.fsum((h.mean_watts or 0.0) * h.data_s for h in g.hours)
+            assert hourly_wh / 3.6e6 == pytest.approx(g.it_kwh, rel=1e-9)
+            assert g.mean_watts == pytest.approx(g.it_kwh * 3.6e6 / g.data_s)
+    assert report.total.mean_watts == pytest.approx(
+        math.fsum(g.mean_watts for g in report.groups)
     )
-    assert hourly_wh / 1000 == pytest.approx(expected_kwh, rel=1e-9)
     assert report.total.received_frames == pytest.approx(len(readings))
     fac = math.fsum(g.facility_kwh for g in report.groups)
     assert report.total.facility_kwh == pytest.approx(fac, rel=1e-9)
 
 
-def test_cost_peak_share_and_premium_match_hand_computation():
+def test_cost_peak_share_and_premium_match_hand_computation() -> None:
     # One sensor, 100 W for a whole Wednesday (UTC): 0.6 kWh night at 0.10,
     # 0.3 kWh peak at 1.00, 1.5 kWh standard at 0.30; PUE 1.5.
     start, end = at(2025, 3, 5), at(2025, 3, 6)
@@ -195,7 +207,7 @@ def test_cost_peak_share_and_premium_match_hand_computation():
     assert g.completeness == pytest.approx(1.0)
 
 
-def test_locations_compare_on_cost_and_co2_per_it_kwh():
+def test_locations_compare_on_cost_and_co2_per_it_kwh() -> None:
     start, end = at(2025, 3, 5), at(2025, 3, 6)
     intervals = steady(1, start, end, 100.0) + steady(3, start, end, 100.0)
     report = build_report(config(), intervals, start, end, by="location")
@@ -210,7 +222,7 @@ def test_locations_compare_on_cost_and_co2_per_it_kwh():
     assert ams.peak_share is None  # a flat tariff has no peak hours
 
 
-def test_missing_hour_shows_as_missing_not_cheap():
+def test_missing_hour_shows_as_missing_not_cheap() -> None:
     start, end = at(2025, 3, 5), at(2025, 3, 6)
     gap = (at(2025, 3, 5, 18), at(2025, 3, 5, 19))  # the meter was silent in peak time
     intervals = steady(1, start, gap[0], 100.0) + steady(1, gap[1], end, 100.0)
@@ -226,7 +238,7 @@ def test_missing_hour_shows_as_missing_not_cheap():
     assert "96%" in text  # 23 of 24 hours
 
 
-def test_configured_sensor_without_data_is_listed_as_missing():
+def test_configured_sensor_without_data_is_listed_as_missing() -> None:
     start, end = at(2025, 3, 5), at(2025, 3, 6)
     report = build_report(
         config(), steady(1, start, end, 50.0), start, end, by="sensor"
@@ -239,7 +251,7 @@ def test_configured_sensor_without_data_is_listed_as_missing():
     assert report.total.completeness == pytest.approx(1 / 4)
 
 
-def test_unknown_sensors_and_no_tariff():
+def test_unknown_sensors_and_no_tariff() -> None:
     cfg = parse_config("sensors: [{address: 1, name: a}]\n")
     start, end = at(2025, 3, 5), at(2025, 3, 5, 2)
     report = build_report(cfg, steady(5, start, end, 60.0), start, end, by="rack")
@@ -252,7 +264,7 @@ def test_unknown_sensors_and_no_tariff():
     assert format_money(None, None) == "\N{EM DASH}"
 
 
-def test_intervals_outside_the_range_are_cut_at_its_edges():
+def test_intervals_outside_the_range_are_cut_at_its_edges() -> None:
     start, end = at(2025, 3, 5, 10), at(2025, 3, 5, 11)
     spill = [
         EnergyInterval(
@@ -269,7 +281,7 @@ def test_intervals_outside_the_range_are_cut_at_its_edges():
     assert report.total.it_kwh == pytest.approx((30.0 + 15.0) / 1000)
 
 
-def test_only_filters_groups_and_refuses_unknown_ones():
+def test_only_filters_groups_and_refuses_unknown_ones() -> None:
     start, end = at(2025, 3, 5), at(2025, 3, 5, 1)
     intervals = steady(1, start, end, 10.0) + steady(3, start, end, 10.0)
     report = build_report(config(), intervals, start, end, by="customer", only=["acme"])
@@ -281,7 +293,7 @@ def test_only_filters_groups_and_refuses_unknown_ones():
         build_report(config(), intervals, end, start)
 
 
-def test_demand_charge_is_added_to_cost():
+def test_demand_charge_is_added_to_cost() -> None:
     text = CONFIG.replace(
         "      co2_g_per_kwh: 400\n",
         "      co2_g_per_kwh: 400\n      demand: {price_per_kw: 10}\n",
@@ -293,6 +305,7 @@ def test_demand_charge_is_added_to_cost():
     )
     g = report.group("web-1")
     assert g.demand_charge == pytest.approx(0.2 * 1.5 * 10)
+    assert g.energy_cost is not None
     assert g.cost == pytest.approx(g.energy_cost + 3.0)
     assert [p.period_start for p in g.demand] == [at(2025, 3, 1)]
 
@@ -300,7 +313,7 @@ def test_demand_charge_is_added_to_cost():
 # -- periods ------------------------------------------------------------------------
 
 
-def test_period_ranges_in_local_calendar():
+def test_period_ranges_in_local_calendar() -> None:
     now = datetime(2025, 3, 30, 15, tzinfo=BERLIN)  # a Sunday, the DST day
     day = period_range("day", now, BERLIN)
     assert day == (
@@ -319,7 +332,7 @@ def test_period_ranges_in_local_calendar():
 # -- renderers -----------------------------------------------------------------------
 
 
-def test_csv_json_and_table_agree_with_the_report():
+def test_csv_json_and_table_agree_with_the_report() -> None:
     start, end = at(2025, 3, 5), at(2025, 3, 6)
     intervals = (
         steady(1, start, end, 100.0)
@@ -351,7 +364,7 @@ def test_csv_json_and_table_agree_with_the_report():
 # -- sources ---------------------------------------------------------------------------
 
 
-def test_store_adapter_yields_the_stored_energy(tmp_path: Path):
+def test_store_adapter_yields_the_stored_energy(tmp_path: Path) -> None:
     from wattd.store import Store
 
     start, end = at(2025, 3, 5, 10, 50), at(2025, 3, 5, 12, 10)
@@ -378,7 +391,7 @@ def test_store_adapter_yields_the_stored_energy(tmp_path: Path):
     )
 
 
-def test_jsonl_readings_become_intervals(tmp_path: Path):
+def test_jsonl_readings_become_intervals(tmp_path: Path) -> None:
     start = at(2025, 3, 5, 10)
     readings = [
         make_reading(1, start + timedelta(seconds=2 * i), 100.0, 0.0, 50.0 + i * 0.05)
@@ -393,3 +406,114 @@ def test_jsonl_readings_become_intervals(tmp_path: Path):
     path.write_text('{"time": "2025-03-05T10:00:00Z", "sensor": 1}\n')
     with pytest.raises(TariffError, match=r"readings.jsonl:1"):
         intervals_from_jsonl(path)
+
+
+# -- time with data -------------------------------------------------------------------
+
+
+def heater_readings(
+    first: datetime, seconds: float, watts: float = 100.0
+) -> list[Reading]:
+    """A meter that starts sending at ``first``, one frame per 2.08 s."""
+    out: list[Reading] = []
+    total = 0.0
+    for i in range(int(seconds / FRAME_PERIOD_S) + 1):
+        wh = 0.0 if i == 0 else watts * FRAME_PERIOD_S / 3600
+        total += wh
+        out.append(
+            make_reading(
+                1, first + timedelta(seconds=i * FRAME_PERIOD_S), watts, wh, total
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("source", ["store", "readings"])
+def test_mean_and_peak_count_only_the_time_with_data(
+    source: str, tmp_path: Path
+) -> None:
+    # The hour's report starts long before the heater's first frame (10:13:40)
+    # and its two minutes of data straddle two peak windows.
+    from wattd.store import Store
+
+    start, end = at(2025, 3, 5, 10), at(2025, 3, 5, 11)
+    readings = heater_readings(at(2025, 3, 5, 10, 13, 40), 120)
+    if source == "store":
+        with Store.open(tmp_path / "wattd.sqlite") as store:
+            store.insert_readings(readings)
+            intervals = list(intervals_from_store(store, start, end))
+    else:
+        intervals = list(intervals_from_readings(readings))
+    report = build_report(config(), intervals, start, end, only=["web-1"])
+    g = report.group("web-1")
+    assert g.it_kwh == pytest.approx(100 * 118.56 / 3.6e6, rel=0.01)
+    assert g.mean_watts == pytest.approx(100.0, rel=0.03)
+    assert g.peak_watts == pytest.approx(100.0, rel=0.03)
+    assert g.data_s == pytest.approx(120.0, abs=4.0)
+    assert g.peak_data_s == pytest.approx(80.0, abs=4.0)  # 10:13:40 to 10:15
+    assert g.peak_window_start == at(2025, 3, 5, 10, 0)
+    [hour] = g.hours
+    assert hour.mean_watts == pytest.approx(100.0, rel=0.03)
+    table = render_table(report)
+    note = (
+        f"web-1: mean over {format_duration(g.data_s)} with data,"
+        f" peak over {format_duration(g.peak_data_s)} with data"
+    )
+    assert note in table
+    assert "(the range is 1 h)" in table
+    data = json.loads(render_json(report))
+    assert data["groups"][0]["data_s"] == pytest.approx(g.data_s)
+    assert data["groups"][0]["peak_window_start"] == "2025-03-05T10:00:00Z"
+
+
+def test_full_data_needs_no_note_and_a_meter_without_data_shows_a_dash() -> None:
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    report = build_report(config(), steady(1, start, end, 100.0), start, end)
+    assert report.group("web-1").data_s == pytest.approx(86400.0)
+    table = render_table(report)
+    assert "with data" not in table
+    db = next(line for line in table.splitlines() if line.startswith("db-1"))
+    assert db.split()[5:7] == ["\N{EM DASH}", "\N{EM DASH}"]  # mean W, peak W
+
+
+def test_an_outage_inside_the_range_is_not_counted_as_zero_watts() -> None:
+    # Two meters in one rack; web-2 is silent for the first 18 hours of the day.
+    start, end = at(2025, 3, 5), at(2025, 3, 6)
+    late = at(2025, 3, 5, 18)
+    intervals = steady(1, start, end, 100.0) + steady(2, late, end, 50.0)
+    report = build_report(config(), intervals, start, end, by="rack")
+    rack = report.group("rack-a")
+    assert rack.mean_watts == pytest.approx(150.0)
+    assert rack.peak_watts == pytest.approx(150.0)
+    morning = next(h for h in rack.hours if h.start == at(2025, 3, 5, 9))
+    assert morning.mean_watts == pytest.approx(100.0)
+    assert rack.it_kwh == pytest.approx(2.4 + 0.3)  # energy is what was measured
+
+
+def test_small_amounts_keep_two_significant_digits() -> None:
+    assert format_money(0.0031, "EUR") == "€0.0031"
+    assert format_money(0.001, "EUR") == "€0.0010"
+    assert format_money(0.004, "EUR") == "€0.0040"  # not €0.00
+    assert format_money(0.31, "EUR") == "€0.31"
+    assert format_money(0.0999, "USD") == "$0.10"
+    assert format_money(-0.0123, "GBP") == "-£0.012"
+    assert format_money(0.0, "EUR") == "€0.00"
+    assert format_money(2.5e-5, "CHF") == "0.000025 CHF"
+    assert format_amount(0.4, 0) == "0.40"
+    assert format_amount(123.4, 0) == "123"
+    assert format_amount(0.00042, 3) == "0.00042"
+    assert format_amount(12.345, 3) == "12.345"
+    assert format_duration(45) == "45 s"
+    assert format_duration(118.6) == "119 s"
+    assert format_duration(600) == "10 min"
+    assert format_duration(3 * 3600 + 5 * 60) == "3 h 05 min"
+    assert format_duration(7 * 86400 - 3600) == "6 d 23 h"
+
+
+def test_table_money_columns_use_significant_digits() -> None:
+    # 5 W for a minute at night: €0.000013, shown as such, not as €0.00.
+    start, end = at(2025, 3, 5, 1), at(2025, 3, 5, 1, 1)
+    report = build_report(config(), steady(1, start, end, 5.0), start, end)
+    row = next(line for line in render_table(report).splitlines() if "web-1" in line)
+    assert format_money(report.group("web-1").cost, "EUR") == "€0.000013"
+    assert "€0.000013" in row

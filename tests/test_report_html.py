@@ -216,7 +216,7 @@ def numbers(d: str) -> list[tuple[float, float]]:
 # -- without a browser ----------------------------------------------------
 
 
-def test_html_is_self_contained_and_escapes_config_text(report: Report):
+def test_html_is_self_contained_and_escapes_config_text(report: Report) -> None:
     text = render_html(report)
     assert "<script" not in text.lower()
     external = re.findall(r"(?:src|href)=\"(?!#)([^\"]+)\"", text)
@@ -231,7 +231,9 @@ def test_html_is_self_contained_and_escapes_config_text(report: Report):
 
 @pytest.mark.services
 @pytest.mark.timeout(180)
-def test_chromium_shows_title_totals_and_sane_charts(report: Report, tmp_path: Path):
+def test_chromium_shows_title_totals_and_sane_charts(
+    report: Report, tmp_path: Path
+) -> None:
     page = tmp_path / "acme.html"
     page.write_text(render_html(report, group="acme"), encoding="utf-8")
     dom = chromium(
@@ -252,6 +254,7 @@ def test_chromium_shows_title_totals_and_sane_charts(report: Report, tmp_path: P
     assert cards["cost"].endswith(format_money(acme.cost, "EUR"))
     assert cards["it_kwh"].endswith(f"{acme.it_kwh:,.2f} kWh")
     assert cards["facility_kwh"].endswith(f"{acme.it_kwh * 1.4:,.2f} kWh")
+    assert acme.completeness is not None
     assert cards["completeness"].endswith(f"{acme.completeness * 100:.0f}%")
 
     # Daily cost: one bar per local day, heights proportional to the cost,
@@ -309,3 +312,109 @@ def test_chromium_shows_title_totals_and_sane_charts(report: Report, tmp_path: P
 
 def near(rgb: tuple[int, int, int], ref: tuple[int, int, int]) -> bool:
     return all(abs(a - b) <= 12 for a, b in zip(rgb, ref, strict=True))
+
+
+def css_rule(selector: str) -> str:
+    from wattd.report_html import _CSS
+
+    match = re.search(re.escape(selector) + r"\{([^}]*)\}", _CSS)
+    assert match, selector
+    return match.group(1)
+
+
+def test_hourly_profile_tells_peak_partial_and_missing_hours_apart() -> None:
+    # Wednesday 2025-03-05 in Berlin: a 100 W meter sends from 10:59:59 (one
+    # second of the 10:00 hour) to 21:00; 17:00-20:00 are peak hours.
+    from wattd.cost import intervals_from_readings
+    from wattd.readings import Reading
+
+    day = datetime(2025, 3, 4, 23, tzinfo=UTC)
+    first = day + timedelta(hours=10, minutes=59, seconds=59)
+    readings = []
+    for i in range(int(10 * 3600 / FRAME_PERIOD_S)):
+        t = first + timedelta(seconds=i * FRAME_PERIOD_S)
+        readings.append(
+            Reading(
+                sensor=1,
+                name="web-1",
+                time=t,
+                monotonic_s=t.timestamp(),
+                watts=100.0,
+                va=100.0,
+                vrms=230.0,
+                irms=0.43,
+                power_factor=1.0,
+                wh_total=i * 100 * FRAME_PERIOD_S / 3600,
+                wh_delta=0.0 if i == 0 else 100 * FRAME_PERIOD_S / 3600,
+                rssi_dbm=-50,
+            )
+        )
+    report = build_report(
+        parse_config(CONFIG),
+        intervals_from_readings(readings),
+        day,
+        day + timedelta(days=1),
+        by="sensor",
+        only=["web-1"],
+    )
+    doc = Collector()
+    doc.feed(render_html(report, group="web-1"))
+    slot = (WIDTH - 64 - 12) / 24
+
+    def hours_of(cls: str) -> list[int]:
+        rects = doc.find("rect", cls=cls, within="hourly-load")
+        return [round((float(r.attrs["x"]) - 64) / slot) for r in rects]
+
+    assert hours_of("missing") == [*range(10), 21, 22, 23]
+    assert hours_of("partial") == [10]
+    assert hours_of("peak") == [17, 18, 19]
+    # The partial hour is drawn at the power while data came, not at 0 W.
+    [path] = doc.find("path", cls="load", within="hourly-load")
+    points = numbers(path.attrs["d"])
+    assert len(points) == 11
+    assert len({y for _, y in points}) == 1
+    [marker] = doc.find("circle", cls="partial-point", within="hourly-load")
+    assert float(marker.attrs["cy"]) == pytest.approx(points[0][1])
+    # One legend entry per style, and three styles that differ.
+    legend = [li.attrs["data-key"] for li in doc.find("li", within="hourly-legend")]
+    assert legend == ["load", "peak", "partial", "missing"]
+    fills = {css_rule(f".{cls}") for cls in ("peak", "partial", "missing")}
+    assert len(fills) == 3
+    daily = [li.attrs["data-key"] for li in doc.find("li", within="daily-legend")]
+    assert daily == ["bar", "incomplete"]
+    cards = {
+        e.attrs["data-metric"]: re.sub(r"\s+", " ", e.text).strip()
+        for e in doc.find("div", cls="card")
+    }
+    assert cards["mean_watts"].startswith("Mean power100 W")
+    assert "over 10 h with data" in cards["mean_watts"]
+
+
+def test_small_daily_costs_label_the_axis_with_significant_digits() -> None:
+    # 0.2 W for two days: about €0.0015 a day; the axis top must not read €0.00.
+    start = datetime(2025, 3, 4, 23, tzinfo=UTC)
+    intervals = [
+        EnergyInterval(
+            sensor=1,
+            start=start + timedelta(hours=h),
+            end=start + timedelta(hours=h + 1),
+            wh=0.2,
+            readings=3600 / FRAME_PERIOD_S,
+        )
+        for h in range(48)
+    ]
+    report = build_report(
+        parse_config(CONFIG),
+        intervals,
+        start,
+        start + timedelta(days=2),
+        only=["web-1"],
+    )
+    doc = Collector()
+    doc.feed(render_html(report, group="web-1"))
+    labels = [t.text for t in doc.find("text", cls="tick", within="daily-cost")]
+    top = format_money(
+        max(d.cost or 0.0 for d in report.group("web-1").days) * 1.1, "EUR"
+    )
+    assert top in labels
+    assert re.fullmatch(r"€0\.00\d\d", top)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
@@ -18,10 +19,29 @@ import pytest
 import wattd.spool as spool_module
 from wattd.config import parse_config
 from wattd.errors import SpoolError
+from wattd.readings import Reading
 from wattd.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
+
+
+def reading(sensor: int, wh_total: float) -> Reading:
+    return Reading(
+        sensor=sensor,
+        name="x",
+        time=datetime(2024, 1, 1, tzinfo=UTC),
+        monotonic_s=1.0,
+        watts=10.0,
+        va=10.0,
+        vrms=120.0,
+        irms=0.1,
+        power_factor=1.0,
+        wh_total=wh_total,
+        wh_delta=0.0,
+        rssi_dbm=-50,
+    )
 
 
 def items(start: int, count: int, size: int = 10) -> list[tuple[int, bytes]]:
@@ -29,7 +49,7 @@ def items(start: int, count: int, size: int = 10) -> list[tuple[int, bytes]]:
 
 
 @pytest.fixture
-def spool(tmp_path: Path):
+def spool(tmp_path: Path) -> Iterator[Spool]:
     s = Spool(tmp_path / "spool.sqlite")
     yield s
     s.close()
@@ -339,6 +359,60 @@ def test_unwritable_location_falls_back_to_memory(tmp_path: Path) -> None:
     assert s.depth("influx") == 2
     assert blocker.read_text() == "x"
     s.close()
+
+
+# -- energy totals ----------------------------------------------------------------
+
+
+def test_each_append_records_the_highest_total_per_sensor(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite"
+    big = (1 << 64) - 2  # a 64-bit radio address
+    with Spool(path, max_items=3) as s:
+        assert s.wh_totals() == {}
+        s.append("mqtt", items(0, 2), wh_totals={1: 5.0, big: 1.5})
+        s.append("influx", items(2, 2), wh_totals={1: 4.0, 2: 0.25})
+        # Acks and drops (the bound is 3 items) leave the totals alone.
+        s.ack("mqtt", [i.id for i in s.peek("mqtt", 10)])
+        assert s.stats("influx").dropped + s.stats("mqtt").dropped == 1
+        assert s.wh_totals() == {1: 5.0, 2: 0.25, big: 1.5}
+    assert Spool.read_wh_totals(path) == {1: 5.0, 2: 0.25, big: 1.5}
+    assert Spool.read_wh_totals(tmp_path / "none.sqlite") == {}
+
+
+def test_totals_of_a_spool_from_before_they_were_kept_are_empty(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.sqlite"
+    Spool(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE energy")
+    conn.close()
+    assert Spool.read_wh_totals(path) == {}
+    with Spool(path) as s:  # the table comes back when the daemon opens it
+        s.append("mqtt", items(0, 1), wh_totals={1: 2.0})
+        assert s.wh_totals() == {1: 2.0}
+
+
+async def test_noted_totals_go_with_the_next_append_of_any_stream(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool.sqlite"
+    s = AsyncSpool(path)
+    try:
+        s.note_wh_totals([reading(1, 2.0), reading(1, 3.0), reading(2, 9.0)])
+        s.note_wh_totals([reading(1, float("nan"))])
+        await s.stats("influx")
+        assert Spool.read_wh_totals(path) == {}
+        await s.append("influx", items(0, 1))
+        assert Spool.read_wh_totals(path) == {1: 3.0, 2: 9.0}
+        s.note_wh_totals([reading(2, 10.0)])
+        with pytest.raises(SpoolError):
+            await s.append("Bad Name", items(1, 1))
+        # A failed append keeps the totals for the next one.
+        await s.append("mqtt", items(2, 1))
+        assert Spool.read_wh_totals(path) == {1: 3.0, 2: 10.0}
+    finally:
+        await s.close()
 
 
 # -- the asyncio wrapper ----------------------------------------------------------

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -9,7 +14,15 @@ import pytest
 from wattd.config import Config
 from wattd.errors import StateError
 from wattd.pipeline import PipelineState, ReadingPipeline
-from wattd.state import StateFile, atomic_write, restore_pipeline, store_energy_totals
+from wattd.readings import Reading
+from wattd.spool import Spool
+from wattd.state import (
+    StateFile,
+    atomic_write,
+    recorded_energy_totals,
+    restore_pipeline,
+    store_energy_totals,
+)
 from wattd.store import Store
 
 
@@ -151,3 +164,86 @@ def test_restore_takes_the_larger_total(tmp_path: Path) -> None:
     restore_pipeline(pipeline, {1: 130.0, 2: 450.0})
     totals = totals_of(pipeline.state())
     assert totals == {1: 130.0, 2: 500.0}
+
+
+def reading(sensor: int, wh_total: float) -> Reading:
+    return Reading(
+        sensor=sensor,
+        name="x",
+        time=datetime(2024, 1, 1, tzinfo=UTC),
+        monotonic_s=1.0,
+        watts=10.0,
+        va=10.0,
+        vrms=120.0,
+        irms=0.1,
+        power_factor=1.0,
+        wh_total=wh_total,
+        wh_delta=0.0,
+        rssi_dbm=-50,
+    )
+
+
+def test_start_up_floor_is_the_highest_total_of_store_and_spool(
+    tmp_path: Path,
+) -> None:
+    config = Config.model_validate({"state_dir": str(tmp_path)})
+    assert recorded_energy_totals(config) == {}
+    with Store.open(config.store_path) as store:
+        store.insert_readings([reading(3, 42.5), reading(4, 10.0)])
+    with Spool(config.spool_path) as spool:
+        # The spool took a later reading of sensor 3 than the store holds, and
+        # it was delivered (acked) already: the total it recorded remains.
+        spool.append("mqtt", [(1, b"doc")], wh_totals={3: 43.0, 5: 7.0})
+        spool.ack("mqtt", [item.id for item in spool.peek("mqtt", 10)])
+    assert recorded_energy_totals(config) == {3: 43.0, 4: 10.0, 5: 7.0}
+    pipeline = ReadingPipeline(config, state=pipeline_state({3: 40.0, 4: 11.0}))
+    restore_pipeline(pipeline, recorded_energy_totals(config))
+    assert totals_of(pipeline.state()) == {3: 43.0, 4: 11.0, 5: 7.0}
+
+
+def test_unreadable_spool_totals_are_logged_not_fatal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config.model_validate({"state_dir": str(tmp_path)})
+    config.spool_path.write_bytes(b"this is not a database" * 100)
+    with caplog.at_level(logging.WARNING, logger="wattd.state"):
+        assert recorded_energy_totals(config) == {}
+    assert "cannot read the energy totals of spool" in caplog.text
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path) -> str:
+    return oct(stat.S_IMODE(path.stat().st_mode))
+
+
+def test_state_directory_and_its_files_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    config = Config.model_validate({"state_dir": str(tmp_path / "new" / "state")})
+    with umask(0o022):
+        StateFile(config.state_path).save(pipeline_state({1: 1.0}))
+        with Store.open(config.store_path) as store:
+            store.insert_readings([reading(1, 1.0)])
+            with Spool(config.spool_path) as spool:
+                spool.append("influx", [(1, b"point")])
+                files = sorted(p.name for p in config.state_dir.iterdir())
+                modes = {name: mode(config.state_dir / name) for name in files}
+    assert mode(config.state_dir) == "0o700"
+    assert files == [
+        "spool.sqlite",
+        "spool.sqlite-shm",
+        "spool.sqlite-wal",
+        "state.json",
+        "wattd.sqlite",
+        "wattd.sqlite-shm",
+        "wattd.sqlite-wal",
+    ]
+    assert set(modes.values()) == {"0o600"}, modes

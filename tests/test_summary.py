@@ -4,6 +4,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,8 +28,10 @@ WEEK_BEFORE = {1: 110.0, 2: 133.0, 3: 200.0, 4: 50.0}
 MONDAY = datetime(2025, 3, 10, tzinfo=UTC)
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def config_text(state_dir: Path, destinations: str = "", extra: str = "") -> str:
@@ -100,7 +103,7 @@ class Sleeps:
 
 
 def service(
-    config: Config, clock: Clock, sleeps: Sleeps | None = None, **kw: object
+    config: Config, clock: Clock, sleeps: Sleeps | None = None, **kw: Any
 ) -> SummaryService:
     return SummaryService(
         config, intervals=source, clock=clock, sleep=sleeps or Sleeps(), **kw
@@ -112,16 +115,19 @@ def service(
 
 def test_compose_renders_the_default_template_with_hand_computed_figures(
     tmp_path: Path,
-):
+) -> None:
     config = parse_config(config_text(tmp_path))
     messages = compose(config, "weekly", MONDAY + timedelta(hours=8), source)
     by_group = {m.group: m for m in messages}
     assert set(by_group) == {"rack-a", "rack-b"}
     rack_a = by_group["rack-a"]
+    # A flat tariff has no peak hours: the default template leaves them out.
     assert rack_a.text == (
-        "rack-a used 412 kWh last week, $61.80, 0% in peak hours,"
+        "rack-a used 412 kWh last week, $61.80,"
         " \N{MINUS SIGN}7% vs the week before; biggest: web-3 (196 kWh)"
     )
+    assert rack_a.fields["peak_pct"] is None
+    assert rack_a.fields["premium"] == "\N{EM DASH}"
     assert rack_a.key == "weekly/rack-a/2025-03-03"
     assert rack_a.fields["start"] == "2025-03-03"
     assert rack_a.fields["end"] == "2025-03-09"
@@ -131,7 +137,30 @@ def test_compose_renders_the_default_template_with_hand_computed_figures(
     assert by_group["rack-b"].fields["change"] == "+0% vs the week before"
 
 
-def test_custom_template_and_only_and_all(tmp_path: Path):
+def test_peak_hours_show_with_a_time_of_use_tariff_and_a_dash_without(
+    tmp_path: Path,
+) -> None:
+    # web-3 draws evenly all week; 15 of its 168 hours (17:00-20:00 on
+    # weekdays, UTC) are peak hours.
+    tou = config_text(tmp_path).replace(
+        "    flat: {currency: USD, price_per_kwh: 0.15}\n",
+        "    flat:\n      currency: USD\n      price_per_kwh: 0.15\n"
+        "      bands: [{name: peak, price_per_kwh: 0.40, hours: '17:00-20:00',"
+        " days: weekdays}]\n",
+    )
+    fired = MONDAY + timedelta(hours=8)
+    [rack_a, _] = compose(parse_config(tou), "weekly", fired, source)
+    assert ", 9% in peak hours, " in rack_a.text  # 15 / 168
+    assert rack_a.fields["peak_pct"] == pytest.approx(15 / 168 * 100)
+    custom = config_text(
+        tmp_path, extra="    template: '{name}: {peak_pct:.0f}% peak, {premium}'\n"
+    )
+    [flat_a, _] = compose(parse_config(custom), "weekly", fired, source)
+    assert flat_a.text == "rack-a: \N{EM DASH}% peak, \N{EM DASH}"
+    assert flat_a.to_json_dict()["fields"]["peak_pct"] is None
+
+
+def test_custom_template_and_only_and_all(tmp_path: Path) -> None:
     extra = (
         "    template: '{name}: {kwh:.1f} kWh for {money} ({start} to {end})'\n"
         "    only: [rack-b]\n"
@@ -146,7 +175,7 @@ def test_custom_template_and_only_and_all(tmp_path: Path):
     assert total.fields["kwh"] == pytest.approx(462.0)
 
 
-def test_template_errors_are_caught_early(tmp_path: Path):
+def test_template_errors_are_caught_early(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match=r"\{kwhh\} is unknown"):
         check_template("{kwhh} used")
     with pytest.raises(TemplateError, match="cannot be rendered"):
@@ -164,7 +193,9 @@ def test_template_errors_are_caught_early(tmp_path: Path):
 # -- scheduling and idempotency ------------------------------------------------------
 
 
-async def test_first_start_waits_for_the_schedule_then_posts_once(tmp_path: Path):
+async def test_first_start_waits_for_the_schedule_then_posts_once(
+    tmp_path: Path,
+) -> None:
     with RecordingServer() as server:
         config = parse_config(config_text(tmp_path, webhook(server.url)))
         clock = Clock(MONDAY + timedelta(hours=7))
@@ -184,7 +215,7 @@ async def test_first_start_waits_for_the_schedule_then_posts_once(tmp_path: Path
         assert await svc.run_due() == []  # same firing, already handled
 
 
-async def test_restart_does_not_post_the_same_period_again(tmp_path: Path):
+async def test_restart_does_not_post_the_same_period_again(tmp_path: Path) -> None:
     with RecordingServer() as server:
         config = parse_config(config_text(tmp_path, webhook(server.url)))
         clock = Clock(MONDAY)
@@ -203,7 +234,7 @@ async def test_restart_does_not_post_the_same_period_again(tmp_path: Path):
         assert len(server.requests) == 4
 
 
-async def test_a_firing_missed_while_down_is_caught_up_once(tmp_path: Path):
+async def test_a_firing_missed_while_down_is_caught_up_once(tmp_path: Path) -> None:
     with RecordingServer() as server:
         config = parse_config(config_text(tmp_path, webhook(server.url)))
         clock = Clock(MONDAY - timedelta(days=1))
@@ -217,7 +248,7 @@ async def test_a_firing_missed_while_down_is_caught_up_once(tmp_path: Path):
 
 async def test_failed_post_is_retried_with_backoff(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     extra = "    only: [rack-a]\n    retry_base_s: 10\n"
     with RecordingServer() as server:
         server.queue(
@@ -239,7 +270,7 @@ async def test_failed_post_is_retried_with_backoff(
 
 async def test_refused_post_is_not_retried_and_gives_up_after_max_attempts(
     tmp_path: Path,
-):
+) -> None:
     extra = "    only: [rack-a]\n    max_attempts: 2\n"
     with RecordingServer(default=Answer(400, {"error": "bad"})) as server:
         config = parse_config(config_text(tmp_path, webhook(server.url), extra))
@@ -254,7 +285,7 @@ async def test_refused_post_is_not_retried_and_gives_up_after_max_attempts(
         assert len(server.requests) == 3  # 1 + max_attempts
 
 
-async def test_post_interrupted_by_a_crash_is_not_repeated(tmp_path: Path):
+async def test_post_interrupted_by_a_crash_is_not_repeated(tmp_path: Path) -> None:
     with RecordingServer() as server:
         config = parse_config(
             config_text(tmp_path, webhook(server.url), "    only: [rack-a]\n")
@@ -267,7 +298,7 @@ async def test_post_interrupted_by_a_crash_is_not_repeated(tmp_path: Path):
         assert server.requests == []
 
 
-async def test_rate_limits_per_destination(tmp_path: Path):
+async def test_rate_limits_per_destination(tmp_path: Path) -> None:
     extra = "    max_posts_per_day: 1\n    min_interval_s: 30\n"
     with RecordingServer() as server:
         config = parse_config(config_text(tmp_path, webhook(server.url), extra))
@@ -288,7 +319,7 @@ async def test_rate_limits_per_destination(tmp_path: Path):
 
 async def test_dry_run_when_no_destination_is_enabled(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     caplog.set_level(logging.INFO, logger="wattd.summary")
     config = parse_config(config_text(tmp_path))
     svc = service(config, Clock(MONDAY + timedelta(hours=8)))
@@ -298,7 +329,9 @@ async def test_dry_run_when_no_destination_is_enabled(
     assert "rack-a used 412 kWh" in caplog.text
 
 
-async def test_compose_failure_is_retried_for_an_hour_then_given_up(tmp_path: Path):
+async def test_compose_failure_is_retried_for_an_hour_then_given_up(
+    tmp_path: Path,
+) -> None:
     config = parse_config(config_text(tmp_path))
     calls = []
 
@@ -320,7 +353,7 @@ async def test_compose_failure_is_retried_for_an_hour_then_given_up(tmp_path: Pa
 
 async def test_run_loop_sleeps_until_the_next_firing_and_survives_errors(
     tmp_path: Path,
-):
+) -> None:
     config = parse_config(config_text(tmp_path))
     clock = Clock(MONDAY + timedelta(hours=7, minutes=59, seconds=50))
     sleeps = Sleeps()
@@ -339,7 +372,7 @@ async def test_run_loop_sleeps_until_the_next_firing_and_survives_errors(
 
 def test_destination_secrets_from_files_or_env_and_never_shown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     from wattd.config import dump_effective
 
     key_file = tmp_path / "ck"

@@ -24,9 +24,11 @@ from tests.fixtures.daemon import (
     write_config,
 )
 from tests.fixtures.pty import Pty
-from wattd.cli.run import EXIT_CONFIG
+from wattd.cli._args import EXIT_CONFIG
+from wattd.config import WebConfig
 from wattd.sdnotify import SdNotifier
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
+from wattd.web.guard import BACKLOG, FD_RESERVE
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "wattd.service"
 
@@ -108,6 +110,15 @@ def test_unit_has_the_service_contract() -> None:
     assert {"char-ttyUSB rw", "char-ttyACM rw"} <= set(s["DeviceAllow"])
     # Stopping must outlast the daemon's flush timeout (10 s) plus a save.
     assert int(s["TimeoutStopSec"][0]) > 10
+
+
+def test_unit_open_file_limit_fits_the_web_servers_share() -> None:
+    # The web server holds up to max_connections, plus a backlog being
+    # accepted, and leaves FD_RESERVE for ports, SQLite and sinks; systemd's
+    # own default (1024) is left to chance no longer.
+    (limit,) = unit_settings()["LimitNOFILE"]
+    soft = int(limit.partition(":")[0])
+    assert soft >= WebConfig().max_connections + BACKLOG + FD_RESERVE + 100
 
 
 @pytest.fixture
@@ -192,11 +203,8 @@ def test_wattd_run_talks_to_systemd(
     )
     daemon = DaemonProcess(
         config,
-        env={
-            "NOTIFY_SOCKET": path,
-            "WATCHDOG_USEC": "3000000",
-            "JOURNAL_STREAM": "1:1",
-        },
+        env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "3000000"},
+        journal=True,
     ).start()
     feed = MeterFeed(Simulator(meters, seed=1), pty.master, speed=4).start()
     messages: list[str] = []

@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from wattd.snapshot import DaemonSnapshot, SensorSnapshot
 
@@ -45,15 +45,18 @@ def render(
     *,
     title: str = "wattd",
     true_watts: Mapping[int, float] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The whole screen as text: a header, one row per sensor, the sinks.
 
     ``true_watts`` (simulated meters) adds a column with the load's real power,
-    to compare against what the daemon measured.
+    to compare against what the daemon measured. ``notes`` are lines shown
+    under the header, such as what the demo simulates on purpose.
     """
     lines = [
         f"{title} - up {snapshot.uptime_s:.0f} s - {snapshot.frames_per_s:.1f}"
         f" frames/s - {snapshot.readings_total} readings",
+        *notes,
     ]
     for port in snapshot.ports:
         state = "connected" if port.connected else f"DOWN ({port.last_error})"

@@ -1,10 +1,22 @@
-"""Current-zero drift: estimate how far a sensor's no-load reading has moved.
+"""Current zero: where a sensor's current channel sits with no current flowing.
 
 The configured ``current_zero`` comes from one calibration, but the
-Kill-A-Watt's op-amp bias wanders with temperature and age by a few counts.
+Kill-A-Watt's op-amp bias wanders with temperature and age by a few counts,
+and an uncalibrated unit sits anywhere in 470-507 instead of the default 492.
 Real power over whole cycles barely notices, but every count of offset adds
 1/15.5 A of DC to Irms (about 8 VA at 120 V), so it is worth tracking.
 
+Two estimates come from the same frames.
+
+The running zero (:attr:`ZeroDriftTracker.zero_counts`) is the interquartile
+mean of the whole-cycle means of the current of the last ``zero_window``
+usable frames, loaded or not. A load's current is AC, so over whole cycles it
+averages to the zero; the per-frame mean scatters by about 0.2-0.5 count (ADC
+noise) whatever the load, and the trimmed mean drops the odd frame in which a
+load switched on or off. It stands in for a ``current_zero`` that is not
+configured. A load that draws direct current (a half-wave rectifier) moves it.
+
+The drift (:attr:`ZeroDriftTracker.estimate_counts`) only uses no-load frames.
 A frame counts as no load when the voltage waveform is there, the current's AC
 RMS is down at the ADC noise, and the current is not correlated with the
 voltage (any real load, even a few watts, follows the voltage). Its window mean
@@ -14,8 +26,9 @@ odd frames (a glitch, a load switching on mid-frame) cannot drag it, minus the
 configured zero. Until ``min_frames`` observations exist there is no estimate.
 
 The tracker only reports. The caller decides whether to correct (by setting
-``Calibration.zero_drift_counts`` and flagging ``DRIFT_CORRECTED``); the
-observations are raw counts, so a correction never feeds back into them.
+``Calibration.zero_drift_counts`` and flagging ``DRIFT_CORRECTED``, or by using
+the running zero and flagging ``ZERO_ESTIMATED``); the observations are raw
+counts, so a correction never feeds back into them.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MIN_FRAMES",
     "DEFAULT_WINDOW",
+    "DEFAULT_ZERO_WINDOW",
     "NO_LOAD_MAX_AC_RMS_COUNTS",
     "NO_LOAD_MAX_CORRELATION",
     "DriftState",
@@ -47,6 +61,9 @@ __all__ = [
 DEFAULT_MIN_FRAMES: Final = 20
 # The last ~4 minutes of no-load frames: follows thermal drift, forgets glitches.
 DEFAULT_WINDOW: Final = 120
+# The last ~minute of frames: the running zero settles within a minute of the
+# first frame and follows a warming unit.
+DEFAULT_ZERO_WINDOW: Final = 30
 # ADC noise gives 0.3-1 count of current AC RMS at no load; a 5 W load adds
 # about 0.65 count, a 50 W load 6.5 counts.
 NO_LOAD_MAX_AC_RMS_COUNTS: Final = 1.5
@@ -56,6 +73,9 @@ NO_LOAD_MAX_CORRELATION: Final = 0.5
 _UNUSABLE: Final = frozenset(
     {Flag.FLAT_VOLTAGE, Flag.CLIPPED, Flag.MISSING_CHANNEL, Flag.TOO_FEW_SAMPLES}
 )
+# Under load, a mean over a window that is not whole cycles (a guessed
+# interval, or the legacy method's plain mean) carries part of the waveform.
+_NOT_WHOLE_CYCLES: Final = _UNUSABLE | {Flag.INTERVAL_FALLBACK, Flag.LEGACY}
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,15 +84,20 @@ class DriftState:
 
     ``observations`` are the raw no-load current means (counts), oldest first,
     so they stay valid if the configured zero changes. ``no_load_frames``
-    counts every no-load frame ever seen.
+    counts every no-load frame ever seen. ``cycle_means`` are the whole-cycle
+    current means (counts) of the latest usable frames, loaded or not.
     """
 
     observations: tuple[float, ...] = ()
     no_load_frames: int = 0
+    cycle_means: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not all(math.isfinite(v) for v in self.observations):
             msg = "drift state observations must all be finite numbers"
+            raise StateError(msg)
+        if not all(math.isfinite(v) for v in self.cycle_means):
+            msg = "drift state cycle_means must all be finite numbers"
             raise StateError(msg)
         if self.no_load_frames < len(self.observations):
             msg = (
@@ -86,25 +111,19 @@ class DriftState:
         return {
             "observations": list(self.observations),
             "no_load_frames": self.no_load_frames,
+            "cycle_means": list(self.cycle_means),
         }
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> DriftState:
         """Rebuild a state saved by :meth:`to_json_dict`.
 
+        A state saved before ``cycle_means`` existed restores with none.
+
         Raises:
             StateError: a field is missing or of the wrong type.
         """
-        observations = data.get("observations")
         frames = data.get("no_load_frames")
-        if not isinstance(observations, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in observations
-        ):
-            msg = (
-                "saved drift state 'observations' must be a list of numbers;"
-                " delete the state file to start tracking afresh"
-            )
-            raise StateError(msg)
         if isinstance(frames, bool) or not isinstance(frames, int):
             msg = (
                 f"saved drift state 'no_load_frames' must be an integer, got"
@@ -112,12 +131,31 @@ class DriftState:
             )
             raise StateError(msg)
         return cls(
-            observations=tuple(float(v) for v in observations), no_load_frames=frames
+            observations=_numbers(data.get("observations"), "observations"),
+            no_load_frames=frames,
+            cycle_means=_numbers(data.get("cycle_means", []), "cycle_means"),
         )
 
 
+def _numbers(values: object, key: str) -> tuple[float, ...]:
+    """A saved list of numbers as floats.
+
+    Raises:
+        StateError: ``values`` is not a list of numbers.
+    """
+    if not isinstance(values, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        msg = (
+            f"saved drift state {key!r} must be a list of numbers;"
+            " delete the state file to start tracking afresh"
+        )
+        raise StateError(msg)
+    return tuple(float(v) for v in values)
+
+
 class ZeroDriftTracker:
-    """Tracks one sensor's current-zero drift from its no-load frames."""
+    """Tracks one sensor's current zero: its running level and no-load drift."""
 
     def __init__(
         self,
@@ -127,6 +165,7 @@ class ZeroDriftTracker:
         window: int = DEFAULT_WINDOW,
         max_ac_rms_counts: float = NO_LOAD_MAX_AC_RMS_COUNTS,
         max_correlation: float = NO_LOAD_MAX_CORRELATION,
+        zero_window: int = DEFAULT_ZERO_WINDOW,
         state: DriftState | None = None,
     ) -> None:
         if not 1 <= min_frames <= window:
@@ -135,6 +174,9 @@ class ZeroDriftTracker:
                 f" min_frames={min_frames} window={window}"
             )
             raise ConfigError(msg, key="min_frames")
+        if zero_window < 1:
+            msg = f"the drift tracker needs zero_window >= 1, got {zero_window}"
+            raise ConfigError(msg, key="zero_window")
         self.current_zero = current_zero
         """The configured zero (counts) the drift is measured against."""
         self.min_frames = min_frames
@@ -148,6 +190,10 @@ class ZeroDriftTracker:
         self._seen = start.no_load_frames
         self._level: float | None = None
         self._stale = True
+        self._zero_window = zero_window
+        self._means = array("d", start.cycle_means[-zero_window:])
+        self._zero: float | None = None
+        self._zero_stale = True
 
     @property
     def no_load_frames(self) -> int:
@@ -171,9 +217,23 @@ class ZeroDriftTracker:
         return self._level
 
     @property
+    def zero_counts(self) -> float | None:
+        """The running current zero in counts, or None before any usable frame."""
+        if not self._means:
+            return None
+        if self._zero_stale:
+            self._zero = _interquartile_mean(sorted(self._means))
+            self._zero_stale = False
+        return self._zero
+
+    @property
     def state(self) -> DriftState:
         """A snapshot to save; pass it back as ``state`` to resume."""
-        return DriftState(observations=tuple(self._recent), no_load_frames=self._seen)
+        return DriftState(
+            observations=tuple(self._recent),
+            no_load_frames=self._seen,
+            cycle_means=tuple(self._means),
+        )
 
     def is_no_load(self, result: PowerResult) -> bool:
         """Whether a frame's figures show nothing drawing current."""
@@ -186,6 +246,14 @@ class ZeroDriftTracker:
 
     def observe(self, result: PowerResult) -> bool:
         """Take one frame's figures; True if it counted as a no-load frame."""
+        if not (result.flags & _NOT_WHOLE_CYCLES) and math.isfinite(
+            result.current_mean_counts
+        ):
+            means = self._means
+            if len(means) >= self._zero_window:
+                del means[0]
+            means.append(result.current_mean_counts)
+            self._zero_stale = True
         if not self.is_no_load(result):
             return False
         recent = self._recent

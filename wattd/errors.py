@@ -48,9 +48,15 @@ class ConfigError(WattdError):
             where = f"{where}: {self.key}" if where else self.key
         return f"{where}: {self.message}" if where else self.message
 
+    def one_line(self) -> str:
+        """The report on a single line, for a log that keeps one line per event."""
+        return str(self)
+
 
 class ConfigErrors(ConfigError):
     """Several config problems found in one pass, reported together."""
+
+    SHOWN_ON_ONE_LINE = 5
 
     def __init__(self, errors: list[ConfigError]) -> None:
         self.errors = errors
@@ -58,6 +64,13 @@ class ConfigErrors(ConfigError):
         super().__init__(
             "\n".join(str(e) for e in errors), path=None, line=first.line, key=None
         )
+
+    def one_line(self) -> str:
+        """``N problems: first; second; ...`` (the first few, then a count)."""
+        shown = self.errors[: self.SHOWN_ON_ONE_LINE]
+        text = f"{len(self.errors)} problems: " + "; ".join(str(e) for e in shown)
+        more = len(self.errors) - len(shown)
+        return text + (f"; and {more} more" if more > 0 else "")
 
 
 class SourceError(WattdError):

@@ -4,11 +4,14 @@ Strategy. An API frame is ``7E | LEN(2) | FRAME DATA (LEN bytes) | CHECKSUM``.
 In API mode 1 a 0x7E inside a frame is ordinary data (about 5 % of real
 Tweet-a-Watt frames carry one), so the decoder never resyncs on every 0x7E: it
 trusts a candidate's length, waits for the whole candidate and accepts it only
-if the checksum matches. A candidate that fails is rejected and the scan resumes
-one byte after its start byte, so a corrupt frame does not hide the good frame that
-follows it (only a false candidate whose checksum matches by chance, 1 in 256,
-can). In API mode 2 every byte after the start byte that equals 0x7E, 0x7D, 0x11
-or 0x13 is escaped, so a raw 0x7E always starts a frame and resync is immediate.
+if the checksum matches and the payload parses. A candidate that fails either
+test is rejected and the scan resumes one byte after its start byte, so neither
+a corrupt frame nor a false candidate in garbage hides a good frame inside or
+after it. Only a false candidate that passes both by chance can (its checksum
+matches 1 time in 256, and then its payload must still be a well-formed frame
+or one of a type wattd does not parse). In API mode 2 every byte after the
+start byte that equals 0x7E, 0x7D, 0x11 or 0x13 is escaped, so a raw 0x7E
+always starts a frame and resync is immediate.
 
 Radio noise is routine: problems come back as :class:`FrameRejected` events and
 are counted in :class:`DecoderStats`. Nothing here raises on remote data, does IO
@@ -70,9 +73,9 @@ class RejectReason(enum.StrEnum):
 class FrameRejected:
     """Bytes that were not a usable frame, with the reason.
 
-    ``raw`` is diagnostic: for a bad checksum it is the whole candidate, whose
-    bytes after the start byte are scanned again (API mode 1) and may still form
-    a frame.
+    ``raw`` is diagnostic: for a bad checksum or payload it is the whole
+    candidate, whose bytes after the start byte are scanned again (API mode 1)
+    and may still form a frame.
     """
 
     reason: RejectReason
@@ -83,8 +86,8 @@ class FrameRejected:
 
     Every fed byte is used up by exactly one event: an accepted frame (its
     ``raw``) or a rejection (its ``nbytes``). A candidate rejected for its length,
-    or in API mode 1 for its checksum, uses up only its start byte, because the
-    bytes after it are scanned again.
+    or in API mode 1 for its checksum or payload, uses up only its start byte,
+    because the bytes after it are scanned again.
     """
 
     def __post_init__(self) -> None:
@@ -308,7 +311,15 @@ class FrameDecoder:
                 )
                 pos = start + 1
                 continue
-            append(dispatch(raw[3:-1], raw))
+            event = dispatch(raw[3:-1], raw)
+            if type(event) is FrameRejected:
+                # A payload that does not parse is most likely a false candidate
+                # whose checksum matched by chance: it may span a real frame, so
+                # its bytes are scanned again, as after a bad checksum.
+                append(dataclasses.replace(event, nbytes=1))
+                pos = start + 1
+                continue
+            append(event)
             pos = stop
         del buf[:pos]
 

@@ -3,8 +3,10 @@
 Sans-IO like the decoder: the caller passes each frame with its arrival times
 (wall clock for the record, monotonic clock for integration) and gets a
 :class:`~wattd.readings.Reading` back. All per-sensor memory lives here: the
-energy register, the zero-drift estimate and a running sample-interval estimate
-that stands in when one frame's waveform is too poor to measure its own.
+energy register, the current-zero tracker (drift, and the running zero used
+when ``current_zero`` is not configured) and a running sample-interval
+estimate that stands in when one frame's waveform is too poor to measure its
+own.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class _Sensor:
         "config",
         "drift",
         "energy",
+        "estimates_zero",
         "interval_ms",
         "known",
         "labels",
@@ -111,6 +114,7 @@ class _Sensor:
     ) -> None:
         self.config = config
         self.calibration = calibration
+        self.estimates_zero = _estimates_zero(config)
         self.known = known
         self.name, self.labels = meta
         self.last_time: datetime | None = None
@@ -160,14 +164,25 @@ class ReadingPipeline:
             return None
         flags: set[Flag] = set()
         drift_estimate = sensor.drift.estimate_counts
-        if sensor.config.correct_zero_drift and drift_estimate is not None:
+        zero = sensor.drift.zero_counts if sensor.estimates_zero else None
+        if zero is not None:
+            flags.add(Flag.ZERO_ESTIMATED)
+        elif (
+            not sensor.estimates_zero
+            and sensor.config.correct_zero_drift
+            and drift_estimate is not None
+        ):
             cal = dataclasses.replace(cal, zero_drift_counts=drift_estimate)
             flags.add(Flag.DRIFT_CORRECTED)
         if cal.legacy:
             result = compute_legacy(voltage, current, cal)
         else:
             result = compute_power(
-                voltage, current, cal, fallback_interval_ms=sensor.interval_ms
+                voltage,
+                current,
+                cal,
+                fallback_interval_ms=sensor.interval_ms,
+                current_zero=zero,
             )
         if result.interval_measured and result.sample_interval_ms is not None:
             prev = sensor.interval_ms
@@ -177,6 +192,19 @@ class ReadingPipeline:
                 else prev + _INTERVAL_SMOOTHING * (result.sample_interval_ms - prev)
             )
         sensor.drift.observe(result)
+        if sensor.estimates_zero and zero is None:
+            zero = sensor.drift.zero_counts
+            if zero is not None:
+                # The first usable frame of a sensor without a configured zero:
+                # its own whole-cycle mean beats the default by several counts.
+                flags.add(Flag.ZERO_ESTIMATED)
+                result = compute_power(
+                    voltage,
+                    current,
+                    cal,
+                    fallback_interval_ms=sensor.interval_ms,
+                    current_zero=zero,
+                )
         step = sensor.energy.update(result.watts, monotonic_s)
         flags |= result.flags
         if step.gap_s is not None:
@@ -212,6 +240,9 @@ class ReadingPipeline:
             cycles=result.cycles,
             gap_s=step.gap_s,
             current_zero_drift_counts=sensor.drift.estimate_counts,
+            current_zero_counts=(
+                cal.current_zero + cal.zero_drift_counts if zero is None else zero
+            ),
             port=port,
             labels=sensor.labels,
         )
@@ -225,6 +256,7 @@ class ReadingPipeline:
             sensor.known = known
             sensor.name, sensor.labels = self._meta(cfg)
             sensor.calibration = cfg.calibration(config.mains)
+            sensor.estimates_zero = _estimates_zero(cfg)
             sensor.energy.max_gap_s = config.energy.max_gap_s
             sensor.drift.current_zero = sensor.calibration.current_zero
 
@@ -296,3 +328,17 @@ class ReadingPipeline:
             if not known and register_unknown:
                 self._new_unknown.append(address)
         return sensor
+
+
+def current_zero_configured(config: SensorConfig) -> bool:
+    """Whether the sensor's entry sets ``current_zero`` (else it is estimated)."""
+    return "current_zero" in config.model_fields_set
+
+
+def _estimates_zero(config: SensorConfig) -> bool:
+    """Whether the sensor's current zero comes from its waveform, not its config.
+
+    The legacy method keeps the configured (or default) zero: it exists to
+    reproduce old figures.
+    """
+    return not current_zero_configured(config) and config.mode != "legacy"

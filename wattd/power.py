@@ -175,9 +175,10 @@ class PowerResult:
     ``sample_interval_ms`` is the interval used (measured, pinned or fallback;
     ``None`` in legacy mode) and ``interval_measured`` tells whether it came
     from this frame. ``cycles`` is the mains cycles spanned by the kept samples.
-    The last three fields feed the zero-drift tracker: the raw current counts'
-    mean over the window, their AC RMS about that mean, and the correlation of
-    voltage and current.
+    The last four fields feed the current-zero tracker and the waveform view:
+    the raw current counts' mean over the window, their AC RMS about that mean,
+    the correlation of voltage and current, and the voltage's DC level (counts)
+    over the same window.
     """
 
     watts: float
@@ -192,6 +193,7 @@ class PowerResult:
     current_mean_counts: float
     current_ac_rms_counts: float
     vi_correlation: float
+    voltage_mean_counts: float
 
 
 def compute_power(
@@ -200,12 +202,14 @@ def compute_power(
     cal: Calibration,
     *,
     fallback_interval_ms: float | None = None,
+    current_zero: float | None = None,
 ) -> PowerResult:
     """Compute power figures from one frame's voltage and current samples.
 
     ``fallback_interval_ms`` (the caller's running estimate for this sensor) is
-    used when this frame's interval cannot be measured. ``cal.legacy`` selects
-    :func:`compute_legacy`.
+    used when this frame's interval cannot be measured. ``current_zero`` (the
+    caller's estimate, in counts) stands in for ``cal.current_zero``.
+    ``cal.legacy`` selects :func:`compute_legacy`.
     """
     if cal.legacy:
         return compute_legacy(voltage, current, cal)
@@ -215,7 +219,7 @@ def compute_power(
     if k < MIN_KEPT_SAMPLES:
         if Flag.MISSING_CHANNEL not in flags:
             flags.add(Flag.TOO_FEW_SAMPLES)
-        return _empty(flags, cal.sample_interval_ms, y)
+        return _empty(flags, cal.sample_interval_ms, x, y)
     xmax, xmin, ymax, ymin = extremes
     interval = cal.sample_interval_ms
     measured = False
@@ -223,7 +227,9 @@ def compute_power(
         flags.add(Flag.FLAT_VOLTAGE)
         if interval is None:
             interval = _fallback(fallback_interval_ms, flags)
-        return _empty(flags, interval, y, cycles=k * interval * cal.mains_hz / 1000.0)
+        return _empty(
+            flags, interval, x, y, cycles=k * interval * cal.mains_hz / 1000.0
+        )
     if interval is None:
         if xmin > 0 and xmax < ADC_MAX:
             interval = _measure_interval(x, cal.mains_hz)
@@ -240,10 +246,11 @@ def compute_power(
     if moments[2] < _MIN_VOLTAGE_VAR_COUNTS2:
         # A step or spike, not a waveform: the window sees no AC voltage.
         flags.add(Flag.FLAT_VOLTAGE)
-        return _empty(flags, interval, y, cycles=k / per_cycle)
+        return _empty(flags, interval, x, y, cycles=k / per_cycle)
     return _figures(
         moments,
         cal,
+        cal.current_zero if current_zero is None else current_zero,
         flags,
         ypeak=(ymax, ymin),
         interval=interval,
@@ -271,7 +278,7 @@ def compute_legacy(
         if Flag.MISSING_CHANNEL not in flags:
             flags.add(Flag.TOO_FEW_SAMPLES)
         return dataclasses.replace(
-            _empty(flags, None, y), sample_interval_ms=None, cycles=1.0
+            _empty(flags, None, x, y), sample_interval_ms=None, cycles=1.0
         )
     vmax = max(x)
     vmin = min(x)
@@ -307,6 +314,7 @@ def compute_legacy(
         current_mean_counts=mean_y,
         current_ac_rms_counts=math.sqrt(var_y),
         vi_correlation=_correlation(cov, var_x, var_y),
+        voltage_mean_counts=mean_x,
     )
 
 
@@ -447,6 +455,7 @@ def _fit_moments(
 def _figures(
     moments: _Moments,
     cal: Calibration,
+    current_zero: float,
     flags: set[Flag],
     *,
     ypeak: tuple[int, int],
@@ -456,7 +465,7 @@ def _figures(
 ) -> PowerResult:
     """Turn window moments in counts into volts, amps and watts."""
     mean_x, mean_y, var_x, var_y, cov = moments
-    i_zero = cal.current_zero + cal.zero_drift_counts
+    i_zero = current_zero + cal.zero_drift_counts
     if cal.counts_per_volt is None:
         v_zero = mean_x
         v_scale = cal.nominal_vrms / math.sqrt(var_x)
@@ -492,12 +501,14 @@ def _figures(
         current_mean_counts=mean_y,
         current_ac_rms_counts=ac_rms_y,
         vi_correlation=_correlation(cov, var_x, var_y),
+        voltage_mean_counts=mean_x,
     )
 
 
 def _empty(
     flags: set[Flag],
     interval: float | None,
+    x: Sequence[int],
     y: Sequence[int],
     *,
     cycles: float = 0.0,
@@ -518,6 +529,7 @@ def _empty(
         current_mean_counts=mean_y,
         current_ac_rms_counts=math.sqrt(var_y),
         vi_correlation=0.0,
+        voltage_mean_counts=sum(x) / len(x) if x else 0.0,
     )
 
 

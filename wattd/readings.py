@@ -31,6 +31,8 @@ class Flag(enum.StrEnum):
     """The address is not in the config; default calibration was used."""
     DRIFT_CORRECTED = "drift_corrected"
     """The tracked current-zero drift was subtracted."""
+    ZERO_ESTIMATED = "zero_estimated"
+    """No ``current_zero`` is configured; the zero was estimated from the waveform."""
     LEGACY = "legacy"
     """Computed the 2009 wattcher way (mean |v*i|), for comparison only."""
     MISSING_CHANNEL = "missing_channel"
@@ -64,6 +66,8 @@ class Reading:
     cycles: float | None = None
     gap_s: float | None = None
     current_zero_drift_counts: float | None = None
+    current_zero_counts: float | None = None
+    """The current zero the figures used, in counts (configured or estimated)."""
     port: str = ""
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     price_band: str | None = None

@@ -10,7 +10,10 @@ Definitions (also in docs/cost.md):
 * Peak hours: time in a tariff's most expensive band(s) of the season; a flat
   tariff has none. Peak premium: what the energy used in peak hours cost above
   the tariff's cheapest band.
-* Peak W: the highest 15-minute average of the group's combined IT load.
+* Mean W and peak W: power over the time with data only
+  (:mod:`wattd.report_coverage`), so time before a meter's first frame or
+  during an outage does not count as 0 W. Peak W is the highest 15-minute
+  window of the group's combined IT load.
 * Completeness: frames received over frames expected (one per
   :data:`FRAME_PERIOD_S` per sensor), so a silent hour shows up as missing
   rather than as a cheap one.
@@ -19,7 +22,6 @@ Definitions (also in docs/cost.md):
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Final, Literal
@@ -30,18 +32,17 @@ from wattd.cost import (
     DemandPeak,
     EnergyInterval,
     Timeline,
-    intervals_from_totals,
 )
 from wattd.errors import TariffError
+from wattd.report_coverage import Layout, MeterCoverage, PowerBins
+from wattd.report_sources import intervals_from_jsonl, intervals_from_store
 from wattd.tariff import Assignment, TariffBook, wall_to_utc
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
-    from pathlib import Path
+    from collections.abc import Iterable, Mapping, Sequence
     from zoneinfo import ZoneInfo
 
     from wattd.config import Config
-    from wattd.store import Store
 
 __all__ = [
     "FRAME_PERIOD_S",
@@ -58,6 +59,8 @@ __all__ = [
 
 FRAME_PERIOD_S: Final = 2.08
 """A Tweet-a-Watt sends one frame every ~2.08 s (measured over real captures)."""
+FULL_SHARE: Final = 0.99
+"""Data over at least this share of a span counts as covering it."""
 UNASSIGNED: Final = "(unassigned)"
 TOTAL: Final = "total"
 ALL: Final = "all"
@@ -80,13 +83,16 @@ class DayFigures:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class HourFigures:
-    """One local clock hour of a group; ``mean_watts`` is None when no frame came."""
+    """One local clock hour of a group; ``mean_watts`` is None without data."""
 
     start: datetime
     mean_watts: float | None
+    """Power over the part of the hour with data."""
     completeness: float | None
     peak_share: float
     """Fraction of the hour's energy used in peak bands."""
+    data_s: float = 0.0
+    """Seconds of the hour with data (the longest of any one meter)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +108,9 @@ class GroupReport:
     cost: float | None
     co2_kg: float | None
     mean_watts: float
+    """Power over the time with data (each meter's own), summed over meters."""
     peak_watts: float
+    """The highest 15-minute window's power, over its time with data."""
     max_reading_watts: float | None
     peak_kwh: float
     peak_share: float | None
@@ -115,6 +123,13 @@ class GroupReport:
     demand: tuple[DemandPeak, ...] = ()
     days: tuple[DayFigures, ...] = ()
     hours: tuple[HourFigures, ...] = ()
+    data_s: float = 0.0
+    """Seconds of the range with data (the longest of any one meter)."""
+    peak_window_start: datetime | None = None
+    peak_data_s: float = 0.0
+    """Seconds with data in the peak window."""
+    peak_window_s: float = 0.0
+    """Length of the peak window inside the range (15 minutes but at its edges)."""
 
     @property
     def cost_per_it_kwh(self) -> float | None:
@@ -182,6 +197,7 @@ class _Acc:
     """Running sums of one group."""
 
     def __init__(self, n_hours: int, n_days: int) -> None:
+        self.power = PowerBins.empty(n_hours)
         self.sensors: set[str] = set()
         self.it_wh = 0.0
         self.fac_wh = 0.0
@@ -198,7 +214,6 @@ class _Acc:
         self.expected = 0.0
         self.max_reading: float | None = None
         self.sensor_wh: dict[str, float] = {}
-        self.windows: dict[int, float] = {}
         self.meters: dict[str, DemandMeter] = {}
         self.hour_wh = [0.0] * n_hours
         self.hour_peak_wh = [0.0] * n_hours
@@ -232,8 +247,7 @@ class _Acc:
             self.max_reading = max(self.max_reading or 0.0, other.max_reading)
         for k, v in other.sensor_wh.items():
             self.sensor_wh[k] = self.sensor_wh.get(k, 0.0) + v
-        for k2, v in other.windows.items():
-            self.windows[k2] = self.windows.get(k2, 0.0) + v
+        self.power.merge(other.power)
         for name, meter in other.meters.items():
             mine = self.meters.get(name)
             if mine is None:
@@ -295,11 +309,10 @@ def build_report(
     days = sorted(set(base.days))
     day_index = {d: i for i, d in enumerate(days)}
     hour_day = [day_index[d] for d in base.days]
-    hour_span_s = [0.0] * len(hours)
-    for segment in base.segments:
-        hour_span_s[segment.hour] += segment.end_s - segment.start_s
     accs: dict[str, _Acc] = {}
     seen: set[int] = set()
+    layout = Layout(base)
+    coverage: dict[int, MeterCoverage] = {}
 
     def acc_for(assignment: Assignment) -> _Acc:
         key = group_key(assignment, by)
@@ -326,14 +339,21 @@ def build_report(
             meter = acc.meters.get(tariff.name)
             if meter is None:
                 meter = acc.meters[tariff.name] = DemandMeter(tariff, start, end)
-        _add(acc, a, interval, timeline, hour_day, meter)
+        track = coverage.get(interval.sensor)
+        if track is None:
+            track = coverage[interval.sensor] = MeterCoverage(
+                layout, acc.power, FRAME_PERIOD_S
+            )
+        _add(acc, a, interval, timeline, hour_day, meter, track)
+        track.feed(interval)
+    for track in coverage.values():
+        track.finish()
 
     for address in book.addresses():
         if address not in seen:
             a = book.for_sensor(address)
             _expect(acc_for(a), a, base, hour_day)
 
-    duration_h = (end - start).total_seconds() / 3600.0
     currency = book.currency
     groups = []
     total_acc = _Acc(len(hours), len(days))
@@ -342,13 +362,13 @@ def build_report(
             continue
         acc = accs[key]
         total_acc.merge(acc)
-        groups.append(_finish(key, acc, duration_h, hours, hour_span_s, days))
+        groups.append(_finish(key, acc, layout, hours, days))
     if only and not groups:
         raise TariffError(
             f"no group named {', '.join(only)} when grouping by {by};"
             f" groups: {', '.join(sorted(accs)) or 'none'}"
         )
-    total = _finish(TOTAL, total_acc, duration_h, hours, hour_span_s, days)
+    total = _finish(TOTAL, total_acc, layout, hours, days)
     return Report(
         start=start,
         end=end,
@@ -381,6 +401,7 @@ def _add(
     timeline: Timeline,
     hour_day: list[int],
     meter: DemandMeter | None,
+    track: MeterCoverage,
 ) -> None:
     tariff = a.tariff
     pue = a.pue
@@ -404,8 +425,7 @@ def _add(
         acc.hour_wh[h] += wh
         acc.day_it[d] += wh
         acc.day_fac[d] += fac
-        window = int(segment.start_s // PEAK_WINDOW_S)
-        acc.windows[window] = acc.windows.get(window, 0.0) + wh
+        track.energy(h, int(segment.start_s // PEAK_WINDOW_S), wh)
         band = segment.band
         if band is None:
             acc.unpriced_wh += wh
@@ -432,9 +452,8 @@ def _add(
 def _finish(
     key: str,
     acc: _Acc,
-    duration_h: float,
+    layout: Layout,
     hours: list[datetime],
-    hour_span_s: list[float],
     days: list[date],
 ) -> GroupReport:
     priced = acc.has_tariff
@@ -446,7 +465,8 @@ def _finish(
     cost = None
     if energy_cost is not None:
         cost = energy_cost + (demand_charge or 0.0)
-    peak_window_wh = max(acc.windows.values(), default=0.0)
+    power = acc.power
+    peak_window, peak_watts, peak_data_s = power.peak()
     day_figs = tuple(
         DayFigures(
             day=d,
@@ -459,16 +479,16 @@ def _finish(
     )
     hour_figs = []
     for i, h in enumerate(hours):
-        span_h = hour_span_s[i] / 3600.0
-        has_data = acc.hour_frames[i] > 0 or acc.hour_wh[i] > 0
+        has_data = power.hour_data_s[i] > 0 or acc.hour_wh[i] != 0
         hour_figs.append(
             HourFigures(
                 start=h,
-                mean_watts=acc.hour_wh[i] / span_h if has_data and span_h > 0 else None,
+                mean_watts=power.hour_watts[i] if has_data else None,
                 completeness=_ratio(acc.hour_frames[i], acc.hour_expected[i]),
                 peak_share=acc.hour_peak_wh[i] / acc.hour_wh[i]
                 if acc.hour_wh[i] > 0
                 else 0.0,
+                data_s=power.hour_data_s[i],
             )
         )
     return GroupReport(
@@ -480,8 +500,8 @@ def _finish(
         demand_charge=demand_charge,
         cost=cost,
         co2_kg=acc.co2_g / 1000.0 if acc.co2_known else None,
-        mean_watts=acc.it_wh / duration_h if duration_h > 0 else 0.0,
-        peak_watts=peak_window_wh / (PEAK_WINDOW_S / 3600.0),
+        mean_watts=power.mean_watts,
+        peak_watts=peak_watts,
         max_reading_watts=acc.max_reading,
         peak_kwh=acc.peak_wh / 1000.0,
         peak_share=(
@@ -498,6 +518,16 @@ def _finish(
         demand=tuple(demand),
         days=day_figs,
         hours=tuple(hour_figs),
+        data_s=power.data_s,
+        peak_window_start=(
+            None
+            if peak_window is None
+            else datetime.fromtimestamp(
+                max(layout.start_s, peak_window * PEAK_WINDOW_S), UTC
+            )
+        ),
+        peak_data_s=peak_data_s,
+        peak_window_s=0.0 if peak_window is None else layout.window_len_s(peak_window),
     )
 
 
@@ -542,78 +572,3 @@ def _step_back(period: Period, first: date) -> date:
 
 def _midnight(day: date, tz: ZoneInfo) -> datetime:
     return wall_to_utc(datetime(day.year, day.month, day.day), tz)  # local wall time
-
-
-# -- the store ----------------------------------------------------------------
-
-
-def intervals_from_store(
-    store: Store,
-    start: datetime,
-    end: datetime,
-    *,
-    chunk: timedelta = timedelta(days=1),
-) -> Iterator[EnergyInterval]:
-    """Energy intervals from the store, read one chunk at a time.
-
-    Minute buckets are used; where retention has removed them, hour buckets.
-    """
-    from wattd.store import ROLLUP_TABLES, to_ns
-
-    t = start.astimezone(UTC)
-    stop = end.astimezone(UTC)
-    hour_ns = ROLLUP_TABLES["1h"][1]
-    while t < stop:
-        nxt = min(t + chunk, stop)
-        lo, hi = to_ns(t), to_ns(nxt)
-        rows = store.rollups("1m", lo, hi)
-        if not rows:
-            # Hour buckets that start before the chunk still overlap it.
-            rows = store.rollups("1h", lo - lo % hour_ns, hi)
-        for r in rows:
-            yield EnergyInterval(
-                sensor=r.sensor,
-                start=r.start,
-                end=r.start + timedelta(microseconds=(r.end_ns - r.start_ns) // 1000),
-                wh=r.wh,
-                mean_watts=r.watts_mean,
-                max_watts=r.watts_max,
-                readings=float(r.n_readings),
-            )
-        t = nxt
-
-
-def intervals_from_jsonl(path: Path) -> list[EnergyInterval]:
-    """Energy intervals from JSON lines of readings, as wattd publishes them.
-
-    Each line needs ``time``, ``sensor`` and ``wh_total``; ``watts`` is optional.
-
-    Raises:
-        TariffError: a line is not such a reading (with its line number).
-    """
-    rows: list[tuple[int, datetime, float, float | None]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TariffError(f"cannot read {path}: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            moment = datetime.fromisoformat(str(data["time"]).replace("Z", "+00:00"))
-            watts = data.get("watts")
-            rows.append(
-                (
-                    int(data["sensor"]),
-                    moment.astimezone(UTC),
-                    float(data["wh_total"]),
-                    None if watts is None else float(watts),
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TariffError(
-                f"{path}:{number}: not a reading with time, sensor and wh_total ({exc})"
-            ) from None
-    rows.sort(key=lambda r: r[1])
-    return list(intervals_from_totals(rows))

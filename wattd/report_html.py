@@ -1,9 +1,11 @@
 """The HTML report: one self-contained file a customer can open anywhere.
 
 No scripts, no fonts, no CDN: inline CSS and two inline SVG charts (daily
-cost, hourly load profile). Days with too few frames are drawn hatched and
-hours without any frame are left as gaps and shaded, so missing data looks
-missing, not cheap. Every piece of text from the config is escaped.
+cost, hourly load profile), each with a legend. Days with too few frames are
+drawn hatched; in the hourly profile an hour without any frame is a hatched
+gap in the line, an hour with some frames is shaded and drawn at the power
+while data came, and peak hours are a strip along the time axis. Missing data
+looks missing, not cheap. Every piece of text from the config is escaped.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo
 
 from wattd.report import FRAME_PERIOD_S, TOTAL
-from wattd.report_text import format_money
+from wattd.report_text import data_note, format_amount, format_duration, format_money
 
 if TYPE_CHECKING:
-    from wattd.report import GroupReport, Report
+    from wattd.report import GroupReport, HourFigures, Report
 
 __all__ = ["INCOMPLETE_BELOW", "render_html"]
 
 DASH: Final = "\N{EM DASH}"
 INCOMPLETE_BELOW: Final = 0.9
-"""A day with fewer than this share of expected frames is marked incomplete."""
+"""A day or hour with fewer than this share of expected frames is incomplete."""
 
 WIDTH: Final = 720
 HEIGHT: Final = 240
@@ -30,6 +32,8 @@ LEFT: Final = 64
 RIGHT: Final = 12
 TOP: Final = 14
 BOTTOM: Final = 34
+PEAK_STRIP: Final = 6
+"""Height of the strip that marks peak hours along the time axis."""
 
 _CSS: Final = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;
@@ -44,7 +48,19 @@ svg{display:block;max-width:100%;height:auto}
 .axis{stroke:#8796a5;stroke-width:1}.tick{fill:#5b6b7c;font-size:11px}
 .bar{fill:#2f7ed8}.bar.incomplete{fill:url(#hatch);stroke:#2f7ed8}
 .load{fill:none;stroke:#d9622b;stroke-width:2}
-.missing{fill:#e9edf1}.peak{fill:#fdf0e8}
+.partial-point{fill:#fff;stroke:#d9622b;stroke-width:1.5}
+.missing{fill:url(#gap)}.partial{fill:#e9edf1}.peak{fill:#e8b04a}
+.legend{list-style:none;display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;padding:0;
+margin:.4rem 0 0;font-size:.85rem;color:#3b4a5a}
+.legend li{display:flex;align-items:center;gap:.35rem}
+.swatch{display:inline-block;width:1.6rem;height:.8rem;border-radius:2px}
+.swatch.bar{background:#2f7ed8}.swatch.partial{background:#e9edf1}
+.swatch.bar.incomplete{border:1px solid #2f7ed8;background:repeating-linear-gradient(
+45deg,#cfe0f5 0 3px,#2f7ed8 3px 5px)}
+.swatch.missing{background:repeating-linear-gradient(45deg,#f3f5f7 0 3px,#b9c3cd 3px
+5px)}
+.swatch.load{height:2px;background:#d9622b}.swatch.peak{height:.4rem;background:#e8b04a}
+.card .hint{display:block;color:#5b6b7c;font-size:.75rem}
 table{border-collapse:collapse;width:100%;font-size:.9rem}
 th,td{padding:.3rem .4rem;border-bottom:1px solid #e3e8ee;text-align:right}
 th:first-child,td:first-child{text-align:left}
@@ -73,11 +89,34 @@ def render_html(report: Report, *, group: str | None = None) -> str:
         f'<p class="sub">{_e(start)} to {_e(end)} ({_e(report.timezone)})'
         f" \N{MIDDLE DOT} generated {_e(report.generated.strftime('%Y-%m-%d %H:%M'))}"
         " UTC</p>",
-        _cards(focus, report.currency),
+        _cards(focus, report.currency, (report.end - report.start).total_seconds()),
         "<h2>Daily cost</h2>" if focus.cost is not None else "<h2>Daily energy</h2>",
         _daily_chart(focus, report.currency),
+        _legend(
+            "daily-legend",
+            [
+                ("bar", "day with data"),
+                (
+                    "bar incomplete",
+                    f"under {INCOMPLETE_BELOW:.0%} of the expected frames:"
+                    " understated, not low",
+                ),
+            ],
+        ),
         "<h2>Hourly load profile</h2>",
         _hourly_chart(focus, tz),
+        _legend(
+            "hourly-legend",
+            [
+                ("load", "mean power while data came"),
+                ("peak", "peak hours (the tariff's most expensive band)"),
+                (
+                    "partial",
+                    f"partial data (under {INCOMPLETE_BELOW:.0%} of the frames)",
+                ),
+                ("missing", "no data"),
+            ],
+        ),
         _table(report),
         _notes(report),
         "</body></html>",
@@ -94,18 +133,35 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _cards(g: GroupReport, currency: str | None) -> str:
+def _legend(legend_id: str, entries: list[tuple[str, str]]) -> str:
+    items = "".join(
+        f'<li data-key="{_e(cls.split()[-1])}"><span class="swatch {_e(cls)}"></span>'
+        f"{_e(text)}</li>"
+        for cls, text in entries
+    )
+    return f'<ul class="legend" id="{legend_id}">{items}</ul>'
+
+
+def _cards(g: GroupReport, currency: str | None, range_s: float) -> str:
+    measured = g.data_s > 0 or g.it_kwh != 0
+    mean = f"{format_amount(g.mean_watts, 0)} W" if measured else DASH
+    peak = f"{format_amount(g.peak_watts, 0)} W" if measured else DASH
+    note = data_note(g, range_s) or ""
+    hints = {
+        "mean_watts": next((p for p in note.split(", ") if p.startswith("mean")), ""),
+        "peak_watts": next((p for p in note.split(", ") if p.startswith("peak")), ""),
+    }
     items = [
-        ("it_kwh", "IT energy", f"{g.it_kwh:,.2f} kWh"),
-        ("facility_kwh", "Facility energy", f"{g.facility_kwh:,.2f} kWh"),
+        ("it_kwh", "IT energy", f"{format_amount(g.it_kwh, 2)} kWh"),
+        ("facility_kwh", "Facility energy", f"{format_amount(g.facility_kwh, 2)} kWh"),
         ("cost", "Cost", format_money(g.cost, currency)),
         (
             "co2",
             "CO\N{SUBSCRIPT TWO}",
             DASH if g.co2_kg is None else f"{g.co2_kg:,.1f} kg",
         ),
-        ("mean_watts", "Mean power", f"{g.mean_watts:,.0f} W"),
-        ("peak_watts", "Peak (15 min)", f"{g.peak_watts:,.0f} W"),
+        ("mean_watts", "Mean power", mean),
+        ("peak_watts", "Peak (15 min)", peak),
         ("peak_share", "Energy in peak hours", _pct(g.peak_share)),
         ("peak_premium", "Peak premium", format_money(g.peak_premium, currency)),
         ("completeness", "Data received", _pct(g.completeness)),
@@ -116,7 +172,9 @@ def _cards(g: GroupReport, currency: str | None) -> str:
         )
     cards = "".join(
         f'<div class="card" data-metric="{key}"><span class="label">{_e(label)}</span>'
-        f'<span class="value">{_e(value)}</span></div>'
+        f'<span class="value">{_e(value)}</span>'
+        + (f'<span class="hint">{_e(hints[key])}</span>' if hints.get(key) else "")
+        + "</div>"
         for key, label, value in items
     )
     return f'<div class="cards">{cards}</div>'
@@ -131,6 +189,10 @@ def _frame(svg_id: str, label: str, body: list[str], y_max: str) -> str:
         '<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
         ' patternTransform="rotate(45)"><rect width="6" height="6" fill="#cfe0f5"/>'
         '<line x1="0" y1="0" x2="0" y2="6" stroke="#2f7ed8" stroke-width="2"/>'
+        "</pattern>"
+        '<pattern id="gap" width="6" height="6" patternUnits="userSpaceOnUse"'
+        ' patternTransform="rotate(45)"><rect width="6" height="6" fill="#f3f5f7"/>'
+        '<line x1="0" y1="0" x2="0" y2="6" stroke="#b9c3cd" stroke-width="2"/>'
         "</pattern></defs>"
         + "".join(body)
         + f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{plot_bottom}"/>'
@@ -161,7 +223,11 @@ def _daily_chart(g: GroupReport, currency: str | None) -> str:
         incomplete = (
             day.completeness is not None and day.completeness < INCOMPLETE_BELOW
         )
-        shown = format_money(value, currency) if priced else f"{value:.2f} kWh"
+        shown = (
+            format_money(value, currency)
+            if priced
+            else f"{format_amount(value, 2)} kWh"
+        )
         got = (
             "no data" if day.completeness is None else f"{day.completeness * 100:.0f}%"
         )
@@ -177,7 +243,7 @@ def _daily_chart(g: GroupReport, currency: str | None) -> str:
                 f' y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
                 f"{day.day.strftime('%m-%d')}</text>"
             )
-    y_max = format_money(top, currency) if priced else f"{top:.1f} kWh"
+    y_max = format_money(top, currency) if priced else f"{format_amount(top, 1)} kWh"
     return _frame("daily-cost", "Daily cost" if priced else "Daily energy", body, y_max)
 
 
@@ -189,6 +255,7 @@ def _hourly_chart(g: GroupReport, tz: ZoneInfo) -> str:
     plot_h = HEIGHT - TOP - BOTTOM
     slot = plot_w / n
     body = []
+    plot_bottom = TOP + plot_h
     for i, hour in enumerate(g.hours):
         x = LEFT + i * slot
         if hour.mean_watts is None:
@@ -196,10 +263,16 @@ def _hourly_chart(g: GroupReport, tz: ZoneInfo) -> str:
                 f'<rect class="missing" x="{x:.2f}" y="{TOP}" width="{slot:.2f}"'
                 f' height="{plot_h}"><title>no data</title></rect>'
             )
-        elif hour.peak_share > 0.5:
+        elif _partial(hour):
             body.append(
-                f'<rect class="peak" x="{x:.2f}" y="{TOP}" width="{slot:.2f}"'
-                f' height="{plot_h}"/>'
+                f'<rect class="partial" x="{x:.2f}" y="{TOP}" width="{slot:.2f}"'
+                f' height="{plot_h}"><title>{_e(_partial_text(hour))}</title></rect>'
+            )
+        if hour.peak_share > 0.5:
+            body.append(
+                f'<rect class="peak" x="{x:.2f}" y="{plot_bottom - PEAK_STRIP}"'
+                f' width="{slot:.2f}" height="{PEAK_STRIP}"><title>peak hours</title>'
+                "</rect>"
             )
     runs: list[list[str]] = []
     current: list[str] = []
@@ -218,6 +291,14 @@ def _hourly_chart(g: GroupReport, tz: ZoneInfo) -> str:
         if len(run) == 1:
             run.append(run[0])
         body.append(f'<path class="load" d="M{" L".join(run)}"/>')
+    for i, hour in enumerate(g.hours):
+        if hour.mean_watts is not None and _partial(hour):
+            x = LEFT + (i + 0.5) * slot
+            y = TOP + plot_h * (1 - max(hour.mean_watts, 0.0) / top)
+            body.append(
+                f'<circle class="partial-point" cx="{x:.2f}" cy="{y:.2f}" r="3">'
+                f"<title>{_e(_partial_text(hour))}</title></circle>"
+            )
     label_every = max(1, round(n / 8))
     for i, hour in enumerate(g.hours):
         if i % label_every == 0:
@@ -227,7 +308,22 @@ def _hourly_chart(g: GroupReport, tz: ZoneInfo) -> str:
                 f'<text class="tick" x="{LEFT + (i + 0.5) * slot:.2f}"'
                 f' y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">{_e(text)}</text>'
             )
-    return _frame("hourly-load", "Hourly load profile", body, f"{top:,.0f} W")
+    return _frame(
+        "hourly-load", "Hourly load profile", body, f"{format_amount(top, 0)} W"
+    )
+
+
+def _partial(hour: HourFigures) -> bool:
+    return hour.completeness is not None and hour.completeness < INCOMPLETE_BELOW
+
+
+def _partial_text(hour: HourFigures) -> str:
+    got = 0.0 if hour.completeness is None else hour.completeness
+    watts = hour.mean_watts or 0.0
+    return (
+        f"partial data: {got:.0%} of the frames; {format_amount(watts, 0)} W over"
+        f" {format_duration(hour.data_s)} with data"
+    )
 
 
 def _table(report: Report) -> str:
@@ -241,8 +337,8 @@ def _table(report: Report) -> str:
     for g in [*report.groups, report.total]:
         cells = [
             _e(g.key),
-            f"{g.it_kwh:,.2f}",
-            f"{g.facility_kwh:,.2f}",
+            format_amount(g.it_kwh, 2),
+            format_amount(g.facility_kwh, 2),
             _e(format_money(g.cost, cur)),
             _e(format_money(g.cost_per_it_kwh, cur)),
             DASH if g.co2_kg is None else f"{g.co2_kg:,.1f}",
@@ -265,6 +361,9 @@ def _notes(report: Report) -> str:
         " cost and CO\N{SUBSCRIPT TWO} are on facility energy. Peak hours are the"
         " tariff's most expensive band; the peak premium is what that energy cost"
         " above the cheapest band. Data received counts radio frames against one"
-        f" per {FRAME_PERIOD_S} s per meter; hatched days and shaded hours had"
-        " missing data, so their cost is understated, not low.</p>"
+        f" per {FRAME_PERIOD_S} s per meter. Hatched days had under"
+        f" {INCOMPLETE_BELOW:.0%} of the expected frames, so their cost is"
+        " understated, not low. Mean power, peak power and the hourly profile"
+        " count only the time with data: an hour without frames is a gap, not"
+        " 0 W, and an hour with few frames shows the power while they came.</p>"
     )

@@ -9,16 +9,20 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-from wattd.report import FRAME_PERIOD_S
+from wattd.report import FRAME_PERIOD_S, FULL_SHARE
 
 if TYPE_CHECKING:
     from wattd.report import GroupReport, Report
 
 __all__ = [
+    "data_note",
+    "format_amount",
+    "format_duration",
     "format_money",
     "render_csv",
     "render_json",
@@ -27,26 +31,75 @@ __all__ = [
 ]
 
 _SYMBOLS: Final = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
+DASH: Final = "\N{EM DASH}"
+SIGNIFICANT: Final = 2
+"""Small values keep this many significant digits, so €0.0031 is not €0.00."""
+_MAX_DECIMALS: Final = 9
+
+
+def format_amount(value: float, decimals: int = 2) -> str:
+    """A number with at least ``decimals`` decimals and two significant digits.
+
+    ``1,234.50``, ``0.31``, ``0.0031``, ``0.0010`` (with 2 decimals). Money,
+    energy and power labels in every report and summary go through this, so
+    one magnitude always looks the same.
+    """
+    if value == 0 or not math.isfinite(value):
+        return f"{value:,.{decimals}f}"
+    rounded = float(f"{abs(value):.{SIGNIFICANT}g}")
+    magnitude = math.floor(math.log10(rounded))
+    places = min(_MAX_DECIMALS, max(decimals, SIGNIFICANT - 1 - magnitude))
+    return f"{value:,.{places}f}"
 
 
 def format_money(amount: float | None, currency: str | None) -> str:
-    """``$61.80``, ``€1.05``, ``12.00 CHF``; an em dash when unpriced."""
+    """``$61.80``, ``€0.0031``, ``12.00 CHF``; an em dash when unpriced."""
     if amount is None:
-        return "—"
+        return DASH
     code = currency or ""
     sign = "-" if amount < 0 else ""
+    digits = format_amount(abs(amount))
     symbol = _SYMBOLS.get(code)
     if symbol:
-        return f"{sign}{symbol}{abs(amount):,.2f}"
-    return f"{sign}{abs(amount):,.2f} {code}".rstrip()
+        return f"{sign}{symbol}{digits}"
+    return f"{sign}{digits} {code}".rstrip()
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``80 s``, ``14 min``, ``3 h 05 min``, ``6 d 23 h``."""
+    s = max(0, round(seconds))
+    if s < 120:
+        return f"{s} s"
+    minutes = round(s / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
+    days, hours = divmod(round(s / 3600), 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def data_note(g: GroupReport, range_s: float) -> str | None:
+    """``mean over 2 min with data, peak over 80 s with data`` when data is short.
+
+    None when the data covers the range and the peak window. Reports print
+    this next to mean W and peak W, which count only the time with data.
+    """
+    parts = []
+    if 0 < g.data_s < range_s * FULL_SHARE:
+        parts.append(f"mean over {format_duration(g.data_s)} with data")
+    if 0 < g.peak_data_s < g.peak_window_s * FULL_SHARE:
+        parts.append(f"peak over {format_duration(g.peak_data_s)} with data")
+    return ", ".join(parts) or None
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.0f}%"
+    return DASH if value is None else f"{value * 100:.0f}%"
 
 
 def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
+    return DASH if value is None else format_amount(value, digits)
 
 
 _COLUMNS: Final = (
@@ -65,19 +118,18 @@ _COLUMNS: Final = (
 
 
 def _row(g: GroupReport, currency: str | None) -> list[str]:
+    measured = g.data_s > 0 or g.it_kwh != 0
     return [
         g.key,
         _num(g.it_kwh, 3),
         _num(g.facility_kwh, 3),
         format_money(g.cost, currency),
         _num(g.co2_kg, 2),
-        _num(g.mean_watts, 1),
-        _num(g.peak_watts, 1),
+        _num(g.mean_watts if measured else None, 1),
+        _num(g.peak_watts if measured else None, 1),
         _pct(g.peak_share),
-        format_money(g.peak_premium, currency) if g.peak_premium is not None else "—",
-        format_money(g.cost_per_it_kwh, currency)
-        if g.cost_per_it_kwh is not None
-        else "—",
+        format_money(g.peak_premium, currency),
+        format_money(g.cost_per_it_kwh, currency),
         _pct(g.completeness),
     ]
 
@@ -105,10 +157,23 @@ def render_table(report: Report) -> str:
         charge = format_money(total.demand_charge, report.currency)
         lines.append(f"Demand charges included: {charge}")
     if total.unpriced_kwh > 0:
-        lines.append(f"No tariff for {total.unpriced_kwh:,.3f} kWh (not in cost).")
+        unpriced = format_amount(total.unpriced_kwh, 3)
+        lines.append(f"No tariff for {unpriced} kWh (not in cost).")
     missing = [g.key for g in report.groups if (g.completeness or 0.0) < 0.9]
     if missing:
         lines.append("Incomplete data (<90% of frames): " + ", ".join(missing))
+    range_s = (report.end - report.start).total_seconds()
+    notes = [
+        (g.key, note)
+        for g in [*report.groups, report.total]
+        if (note := data_note(g, range_s)) is not None
+    ]
+    if notes:
+        lines.append(
+            f"Mean W and peak W count only the time with data"
+            f" (the range is {format_duration(range_s)}):"
+        )
+        lines.extend(f"  {key}: {note}" for key, note in notes)
     return "\n".join(lines) + "\n"
 
 
@@ -141,6 +206,8 @@ _CSV_FIELDS: Final = (
     "completeness",
     "start",
     "end",
+    "data_s",
+    "peak_data_s",
 )
 
 
@@ -199,6 +266,12 @@ def _group_dict(
         "co2_kg": g.co2_kg,
         "mean_watts": g.mean_watts,
         "peak_watts": g.peak_watts,
+        "data_s": g.data_s,
+        "peak_window_start": (
+            _iso(g.peak_window_start) if g.peak_window_start else None
+        ),
+        "peak_data_s": g.peak_data_s,
+        "peak_window_s": g.peak_window_s,
         "max_reading_watts": g.max_reading_watts,
         "peak_kwh": g.peak_kwh,
         "peak_share": g.peak_share,
@@ -236,6 +309,7 @@ def _group_dict(
             {
                 "start": _iso(h.start),
                 "mean_watts": h.mean_watts,
+                "data_s": h.data_s,
                 "completeness": h.completeness,
                 "peak_share": h.peak_share,
             }

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from wattd.readings import Flag
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from datetime import datetime
-
-    from wattd.readings import Flag
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +100,13 @@ class SensorSnapshot:
     labels: Mapping[str, str]
     irms: float | None = None
     power_factor: float | None = None
+    current_zero_counts: float | None = None
+    """The current zero the last reading used (see :attr:`current_zero_estimated`)."""
+
+    @property
+    def current_zero_estimated(self) -> bool:
+        """Whether that zero was estimated from the waveform (none is configured)."""
+        return Flag.ZERO_ESTIMATED in self.flags
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import math
 import re
 import sqlite3
 import threading
@@ -46,11 +47,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from wattd.errors import SpoolError
+from wattd.state import private_file
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from wattd.config import Config
+    from wattd.readings import Reading
 
 __all__ = [
     "AsyncSpool",
@@ -120,7 +123,15 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_stream ON dead_letters(stream);
+CREATE TABLE IF NOT EXISTS energy (
+    sensor TEXT PRIMARY KEY,
+    wh_total REAL NOT NULL
+);
 """
+_RECORD_TOTAL: Final = (
+    "INSERT INTO energy (sensor, wh_total) VALUES (?, ?) ON CONFLICT (sensor)"
+    " DO UPDATE SET wh_total = max(wh_total, excluded.wh_total)"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,17 +244,66 @@ class Spool:
 
     # -- public API ------------------------------------------------------------
 
-    def append(self, stream: str, items: Iterable[tuple[int, bytes]]) -> StreamStats:
+    def append(
+        self,
+        stream: str,
+        items: Iterable[tuple[int, bytes]],
+        *,
+        wh_totals: Mapping[int, float] | None = None,
+    ) -> StreamStats:
         """Queue ``(time_ns, payload)`` items in one transaction.
 
         When the spool is full the oldest items of ``stream`` are dropped (then
-        those of the deepest other stream), counted and logged.
+        those of the deepest other stream), counted and logged. ``wh_totals``
+        (sensor: energy total) raise the per-sensor totals of :meth:`wh_totals`
+        in the same transaction.
 
         Raises:
             SpoolError: the disk is full or failing; nothing was appended.
         """
         rows = [(int(t), bytes(p)) for t, p in items]
-        return self._guarded(lambda: self._append(stream, rows))
+        totals = [(str(int(k)), float(v)) for k, v in (wh_totals or {}).items()]
+        return self._guarded(lambda: self._append(stream, rows, totals))
+
+    def wh_totals(self) -> dict[int, float]:
+        """The highest energy total recorded per sensor by :meth:`append`.
+
+        Kept apart from the items, so acks and drops never lower it.
+        """
+        rows = self._guarded(
+            lambda: self._conn.execute("SELECT sensor, wh_total FROM energy").fetchall()
+        )
+        return {int(sensor): float(wh) for sensor, wh in rows}
+
+    @staticmethod
+    def read_wh_totals(path: Path) -> dict[int, float]:
+        """:meth:`wh_totals` of the spool file at ``path``, read-only and quick.
+
+        Nothing is created, checked or set aside; a missing file has none.
+
+        Raises:
+            SpoolError: the file exists but cannot be read.
+        """
+        if not path.exists():
+            return {}
+        target = f"{path.absolute().as_uri()}?mode=ro"
+        try:
+            with contextlib.closing(
+                sqlite3.connect(target, uri=True, timeout=BUSY_TIMEOUT_S)
+            ) as conn:
+                tables = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT name FROM sqlite_master WHERE type = 'table'"
+                    )
+                }
+                if "energy" not in tables:
+                    return {}
+                rows = conn.execute("SELECT sensor, wh_total FROM energy").fetchall()
+        except sqlite3.Error as exc:
+            msg = f"cannot read the energy totals of spool {path}: {exc}"
+            raise SpoolError(msg) from None
+        return {int(sensor): float(wh) for sensor, wh in rows}
 
     def peek(self, stream: str, limit: int, *, after_id: int = 0) -> list[SpoolItem]:
         """The oldest ``limit`` items of ``stream`` with an id above ``after_id``.
@@ -397,11 +457,19 @@ class Spool:
 
     # -- transactions ----------------------------------------------------------
 
-    def _append(self, stream: str, rows: list[tuple[int, bytes]]) -> StreamStats:
+    def _append(
+        self,
+        stream: str,
+        rows: list[tuple[int, bytes]],
+        totals: list[tuple[str, float]],
+    ) -> StreamStats:
         sid = self._stream_id(stream)
-        if not rows:
+        if not rows and not totals:
             return self._stats(sid)
         with self._transaction():
+            # Same transaction as the items: no payload is ever on disk
+            # without its total, so the floor read at start covers it.
+            self._conn.executemany(_RECORD_TOTAL, totals)
             over = self._trim_batch(rows)
             dropped = {sid: over} if over else {}
             need_items = len(rows)
@@ -849,13 +917,13 @@ class Spool:
         return self._connect(None)
 
     def _connect(self, path: Path | None) -> sqlite3.Connection:
+        existed = path is not None and path.exists()
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_file(path)
             except OSError as exc:
-                msg = f"cannot create directory {path.parent}: {exc.strerror}"
+                msg = f"cannot create {path}: {exc.strerror}"
                 raise SpoolError(msg) from None
-        existed = path is not None and path.exists()
         try:
             conn = sqlite3.connect(
                 ":memory:" if path is None else str(path),
@@ -1074,6 +1142,7 @@ class AsyncSpool:
             Spool, path, max_items=max_items, max_bytes=max_bytes
         )
         self._cache: dict[str, StreamStats] = {}
+        self._unrecorded: dict[int, float] = {}
         self._refs = 1
         self._closed = False
 
@@ -1099,12 +1168,34 @@ class AsyncSpool:
             max_bytes=config.spool.max_bytes,
         )
 
+    def note_wh_totals(self, readings: Iterable[Reading]) -> None:
+        """Remember the readings' energy totals; the next append records them.
+
+        A sink calls this with every reading it takes, before it appends any
+        payload made from them: whatever stream's append comes next then
+        records the totals in its transaction, so every payload on disk is
+        covered. Recording a total early is harmless (it is one the daemon has
+        reached); recording it late is what would let a restart go below it.
+        """
+        pending = self._unrecorded
+        for reading in readings:
+            wh = reading.wh_total
+            if wh > pending.get(reading.sensor, -math.inf) and math.isfinite(wh):
+                pending[reading.sensor] = wh
+
     async def append(
         self, stream: str, items: Iterable[tuple[int, bytes]]
     ) -> StreamStats:
-        """See :meth:`Spool.append`."""
+        """See :meth:`Spool.append`; also records the noted energy totals."""
         rows = list(items)
-        stats = await self._run(lambda s: s.append(stream, rows))
+        totals, self._unrecorded = self._unrecorded, {}
+        try:
+            stats = await self._run(lambda s: s.append(stream, rows, wh_totals=totals))
+        except BaseException:
+            for sensor, wh in totals.items():
+                if wh > self._unrecorded.get(sensor, -math.inf):
+                    self._unrecorded[sensor] = wh
+            raise
         self._cache[stream] = stats
         return stats
 

@@ -8,10 +8,15 @@ survives a power cut. A reader therefore sees either the old file or the new
 one, never a torn mix.
 
 After a crash (``kill -9``, power loss) the saved totals are at most one save
-interval old. The SQLite store usually knows a later total, so at start-up the
-daemon raises each sensor's total to the larger of the two
-(:func:`restore_pipeline`); since the pipeline integrates only frames that arrive
-after start-up, nothing is counted twice and no total goes backwards.
+interval old. Every other durable record of a reading carries its total in the
+same transaction: the store's ``sensors`` table and the spool's ``energy``
+table. At start-up the daemon raises each sensor's total to the largest of the
+three (:func:`recorded_energy_totals`, :func:`restore_pipeline`). While the
+store writes, the other sinks get a reading only once it holds it
+(:mod:`wattd.handoff`); while it cannot, the spool still records the totals
+of what MQTT and InfluxDB take. So no sink sees a total below one already
+handed out; and since the pipeline integrates only frames that arrive after
+start-up, nothing is counted twice.
 
 A state file that cannot be parsed is moved aside (never deleted: it may be
 needed to recover by hand) and the daemon starts from the store's totals.
@@ -23,11 +28,12 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from wattd.errors import StateError, StoreError
+from wattd.errors import SpoolError, StateError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -39,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FORMAT: Final = "wattd-state"
+PRIVATE_DIR_MODE: Final = 0o700
+PRIVATE_FILE_MODE: Final = 0o600
 _TMP_SEQ: Final = itertools.count()
 _WRITE_BUFFER: Final = 64 * 1024
 VERSION: Final = 1
@@ -128,14 +136,35 @@ class StateFile:
         return aside
 
 
+def private_dir(path: Path) -> None:
+    """Create the directory ``path`` (and its parents) if missing; itself 0700.
+
+    The state directory holds the readings, the spooled payloads and the energy
+    totals: only the wattd user should read them, with or without systemd's
+    ``UMask=``. An existing directory keeps its mode.
+    """
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+
+
+def private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists; its directory too.
+
+    SQLite gives a database's ``-wal`` and ``-shm`` files the database file's
+    mode, so creating the file first makes all three private.
+    """
+    private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+
+
 def atomic_write(
-    path: Path, data: bytes | Iterable[bytes], *, mode: int = 0o600
+    path: Path, data: bytes | Iterable[bytes], *, mode: int = PRIVATE_FILE_MODE
 ) -> None:
     """Replace ``path`` with ``data`` so that readers never see a partial file.
 
     ``data`` may be the bytes or an iterable of pieces, written as they come.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # Unique per writer, so two writers can never rename each other's file.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TMP_SEQ)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -159,6 +188,34 @@ def atomic_write(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def recorded_energy_totals(config: Config) -> dict[int, float]:
+    """Per sensor, the highest ``wh_total`` the store or the spool recorded.
+
+    This is the floor for energy at start-up; the saved state is the third
+    source, already in the pipeline.
+    """
+    totals = store_energy_totals(config)
+    for sensor, wh_total in spool_energy_totals(config).items():
+        if wh_total > totals.get(sensor, -math.inf):
+            totals[sensor] = wh_total
+    return totals
+
+
+def spool_energy_totals(config: Config) -> dict[int, float]:
+    """The highest ``wh_total`` per sensor that the spool recorded.
+
+    Empty when there is no spool file; an unreadable one is logged (the other
+    records are then the floor, and the sinks set a damaged spool aside).
+    """
+    from wattd.spool import Spool
+
+    try:
+        return Spool.read_wh_totals(config.spool_path)
+    except SpoolError as exc:
+        log.warning("%s; energy continues from the store and the saved state", exc)
+        return {}
 
 
 def store_energy_totals(config: Config) -> dict[int, float]:
@@ -206,7 +263,8 @@ def restore_pipeline(
         applied[sensor] = wh_total
     if applied:
         log.info(
-            "energy totals raised to the store's last values for %d sensors",
+            "energy totals: at least the store's and the spool's last values"
+            " for %d sensors",
             len(applied),
         )
     return applied
@@ -233,6 +291,10 @@ def _short(exc: BaseException) -> str:
 __all__ = [
     "StateFile",
     "atomic_write",
+    "private_dir",
+    "private_file",
+    "recorded_energy_totals",
     "restore_pipeline",
+    "spool_energy_totals",
     "store_energy_totals",
 ]

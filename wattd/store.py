@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote
 
 from wattd.errors import StoreCorrupt, StoreError, StoreLocked
+from wattd.state import private_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -584,11 +585,12 @@ class Store:
             target = f"file:{quote(str(p.resolve()))}?mode=ro"
         else:
             try:
-                p.parent.mkdir(parents=True, exist_ok=True)
+                # Private from the start: SQLite gives -wal and -shm this mode.
+                private_file(p)
             except OSError as exc:
                 raise StoreError(
-                    f"{p.parent}: cannot create the state directory ({exc.strerror});"
-                    " create it for the wattd user or set store.path"
+                    f"{exc.filename or p}: cannot create it ({exc.strerror}); create"
+                    " the state directory for the wattd user or set store.path"
                 ) from None
             target = str(p)
         try:

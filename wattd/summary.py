@@ -61,8 +61,8 @@ Period = Literal["day", "week", "month"]
 _T = TypeVar("_T")
 
 DEFAULT_TEMPLATE: Final = (
-    "{name} used {kwh:.0f} kWh {period_label}, {money}, {peak_pct:.0f}% in peak"
-    " hours, {change}; biggest: {biggest} ({biggest_kwh:.0f} kWh)"
+    "{name} used {kwh:.0f} kWh {period_label}, {money}{in_peak}, {change};"
+    " biggest: {biggest} ({biggest_kwh:.0f} kWh)"
 )
 DEFAULT_SCHEDULES: Final[dict[str, str]] = {
     "day": "0 8 * * *",
@@ -90,6 +90,7 @@ TEMPLATE_FIELDS: Final[dict[str, Any]] = {
     "currency": "USD",
     "co2_kg": 120.5,
     "peak_pct": 18.0,
+    "in_peak": ", 18% in peak hours",
     "premium": "$9.10",
     "change_pct": -7.0,
     "change": "\N{MINUS SIGN}7% vs the week before",
@@ -101,6 +102,25 @@ TEMPLATE_FIELDS: Final[dict[str, Any]] = {
     "completeness_pct": 99.0,
 }
 """Every field a template may use, with example values (see docs/cost.md)."""
+
+
+class _NotApplicable:
+    """What a template shows for a figure that does not exist, whatever the spec.
+
+    A flat tariff has no peak hours, so ``{peak_pct:.0f}`` becomes an em dash
+    rather than a misleading 0.
+    """
+
+    __slots__ = ()
+
+    def __format__(self, spec: str) -> str:
+        return "\N{EM DASH}"
+
+    def __str__(self) -> str:
+        return "\N{EM DASH}"
+
+
+_NOT_APPLICABLE: Final = _NotApplicable()
 
 _MAX_CATCH_UP: Final = timedelta(days=40)
 """A schedule that fired while wattd was down is caught up once, if this recent."""
@@ -180,7 +200,7 @@ def template_fields(
     report: Report,
     name: str,
 ) -> dict[str, Any]:
-    """The values a template sees for one group."""
+    """The values of one group; ``peak_pct`` is None without peak hours."""
     tz = ZoneInfo(report.timezone)
     biggest = group.biggest or ("-", 0.0)
     change_pct: float | None = None
@@ -191,7 +211,7 @@ def template_fields(
     else:
         sign = "\N{MINUS SIGN}" if change_pct < 0 else "+"
         change = f"{sign}{abs(change_pct):.0f}% vs {_BEFORE[period]}"
-    premium = group.peak_premium or 0.0
+    peak_pct = None if group.peak_share is None else group.peak_share * 100.0
     return {
         "name": name,
         "summary": summary,
@@ -205,8 +225,9 @@ def template_fields(
         "money": format_money(group.cost, report.currency),
         "currency": report.currency or "",
         "co2_kg": group.co2_kg or 0.0,
-        "peak_pct": (group.peak_share or 0.0) * 100.0,
-        "premium": format_money(premium, report.currency),
+        "peak_pct": peak_pct,
+        "in_peak": "" if peak_pct is None else f", {peak_pct:.0f}% in peak hours",
+        "premium": format_money(group.peak_premium, report.currency),
         "change_pct": change_pct or 0.0,
         "change": change,
         "biggest": biggest[0],
@@ -252,8 +273,9 @@ def compose(
         prior = previous.total if summary.by == "all" else _find(previous, group.key)
         label = "All meters" if group.key == TOTAL else group.key
         fields = template_fields(name, summary.period, group, prior, report, label)
+        shown = {k: _NOT_APPLICABLE if v is None else v for k, v in fields.items()}
         try:
-            text = template.format(**fields)
+            text = template.format(**shown)
         except (ValueError, KeyError, IndexError) as exc:
             raise TemplateError(f"summary {name!r}: template failed: {exc}") from None
         out.append(

@@ -3,7 +3,8 @@
 Data path, all in the event loop thread and none of it awaiting::
 
     SerialSource.chunks() -> FrameDecoder.feed() -> ReadingPipeline.process()
-        -> Bus.publish() -> one bounded queue per sink
+        -> Handoff.publish() -> the store's bounded queue, and once stored,
+           one bounded queue per other sink (see :mod:`wattd.handoff`)
 
 Each port has a reader task (``wattd[serial:NAME].reader``); each sink has a
 writer task and optionally a background task (see :mod:`wattd.bus`); one
@@ -13,12 +14,12 @@ Nothing is fire-and-forget: every task belongs to the TaskGroup, and each one
 handles its own failures, so a dead device or sink never cancels the group.
 
 Shutdown (:meth:`Supervisor.request_stop`, SIGTERM/SIGINT): stop reading, let
-every sink write what is queued and flush (bounded by ``flush_timeout_s``),
-save the state, return. Reload (:meth:`Supervisor.request_reload`, SIGHUP):
-validate the file again; if it is bad, log why and keep the old config;
-otherwise apply calibration/sensor changes in place, open added ports, close
-removed ones, restart a port only if its own settings changed, and start or
-stop sinks that were enabled or disabled.
+the store and then every other sink write what is queued and flush (within
+``flush_timeout_s`` in all), save the state, return. Reload
+(:meth:`Supervisor.request_reload`, SIGHUP): validate the file again; if it is
+bad, log why and keep the old config; otherwise apply calibration/sensor
+changes in place, open added ports, close removed ones, restart a port only if
+its own settings changed, and start or stop sinks that were enabled or disabled.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ from wattd import __version__
 from wattd.bus import Bus, LogThrottle, SinkChannel
 from wattd.config import Config, PortConfig, load_config
 from wattd.errors import ConfigError, StateError, WattdError
+from wattd.handoff import Handoff
 from wattd.logsetup import setup_logging
 from wattd.ports import ChunkSource, PortReader
 from wattd.readings import Reading
 from wattd.sdnotify import SdNotifier
 from wattd.snapshot import DaemonSnapshot, SensorSnapshot
 from wattd.sources.serial import SYSTEM_CLOCK, Chunk, Clock, SerialSource
-from wattd.state import StateFile, restore_pipeline, store_energy_totals
+from wattd.state import StateFile, recorded_energy_totals, restore_pipeline
 from wattd.worker import run_blocking
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_FLUSH_TIMEOUT_S: Final = 10.0
+# However long the store took to flush at shutdown, the other sinks get this.
+MIN_FLUSH_AFTER_STORE_S: Final = 1.0
 # The main loop's tick: the watchdog ping and status refresh ride on it.
 TICK_S: Final = 1.0
 STATUS_EVERY_S: Final = 5.0
@@ -166,7 +170,7 @@ class Supervisor:
         source_factory: SourceFactory = _default_source,
         stages: Sequence[Stage] | None = None,
         notifier: SdNotifier | None = None,
-        store_totals: Callable[[Config], Mapping[int, float]] = store_energy_totals,
+        store_totals: Callable[[Config], Mapping[int, float]] = recorded_energy_totals,
         flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
         handle_signals: bool = False,
         log_level: str | None = None,
@@ -188,6 +192,7 @@ class Supervisor:
         self._pipeline: Pipeline | None = None
         self._state_file = StateFile(config.state_path)
         self._bus = Bus()
+        self._handoff = Handoff(self._bus, clock=clock.monotonic)
         self._ports: dict[str, PortReader] = {}
         self._port_tasks: dict[str, asyncio.Task[None]] = {}
         self._sensors: dict[int, _SensorTrack] = {}
@@ -294,6 +299,7 @@ class Supervisor:
     def _add_sink(self, sink: Sink, tg: asyncio.TaskGroup) -> None:
         channel = SinkChannel(sink)
         self._bus.add(channel)
+        self._handoff.attach(channel)
         try:
             sink.attach(self.snapshot)
         except Exception:
@@ -304,10 +310,23 @@ class Supervisor:
         channels = self._bus.channels
         if not channels:
             return
+        timeout_s = self._flush_timeout_s
+        store = self._handoff.store
+        if store is not None:
+            # The store first: its last commits hand the readings that still
+            # wait for it to the other sinks, which then flush them as well,
+            # in what is left of the same time budget.
+            started = self._clock.monotonic()
+            await store.close(timeout_s)
+            self._handoff.detach()
+            elapsed = self._clock.monotonic() - started
+            timeout_s = max(MIN_FLUSH_AFTER_STORE_S, timeout_s - elapsed)
         async with asyncio.TaskGroup() as tg:
             for channel in channels:
+                if channel is store:
+                    continue
                 tg.create_task(
-                    channel.close(self._flush_timeout_s),
+                    channel.close(timeout_s),
                     name=f"wattd[sink:{channel.name}].close",
                 )
         for channel in channels:
@@ -401,7 +420,7 @@ class Supervisor:
         track.readings += 1
         track.last_reading = reading
         self._readings_total += 1
-        self._bus.publish(reading)
+        self._handoff.publish(reading)
 
     # -- main loop -----------------------------------------------------------
 
@@ -430,6 +449,7 @@ class Supervisor:
                         sensor,
                         sensor,
                     )
+                self._handoff.release_overdue()
                 if now - last_status >= STATUS_EVERY_S:
                     last_status = now
                     self._notifier.status(self.snapshot().status_line(STALE_AFTER_S))
@@ -483,8 +503,10 @@ class Supervisor:
             await self._apply(config)
         except ConfigError as exc:
             self._last_reload_error = str(exc)
+            # One line per rejected reload, however many problems it had.
             log.error(
-                "config reload rejected, still running the previous config:\n%s", exc
+                "config reload rejected, still running the previous config: %s",
+                exc.one_line(),
             )
             return False
         except WattdError as exc:
@@ -555,6 +577,7 @@ class Supervisor:
                 self._bus.remove(channel.name)
                 log.info("sink %s: disabled by the new config; flushing", channel.name)
                 await channel.close(self._flush_timeout_s)
+                self._handoff.detach(channel)
         for sink in added:
             log.info("sink %s: enabled by the new config", sink.name)
             self._add_sink(sink, tg)
@@ -595,6 +618,7 @@ class Supervisor:
                     vrms=last.vrms if last else None,
                     irms=last.irms if last else None,
                     power_factor=last.power_factor if last else None,
+                    current_zero_counts=last.current_zero_counts if last else None,
                     rssi_dbm=last.rssi_dbm if last else None,
                     flags=flags,
                     labels=cfg[1] if cfg else no_labels,

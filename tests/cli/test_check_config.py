@@ -48,7 +48,7 @@ def test_invalid_config_lists_every_problem_and_exits_1(
     path.write_text(
         "ports:\n  - device: /dev/x\n    baudrate: 9600\nsave_interval_s: fast\n"
     )
-    assert main(["check-config", str(path)]) == 1
+    assert main(["check-config", str(path)]) == 78
     out, err = capsys.readouterr()
     assert out == ""
     assert f"{path}: 2 problems:" in err
@@ -64,11 +64,11 @@ def test_single_problem_is_printed_alone(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("ports: [{device: /dev/x, api_mode: 5}]\n")
-    assert main(["check-config", str(path)]) == 1
+    assert main(["check-config", str(path)]) == 78
     err = capsys.readouterr().err
     assert err.strip().startswith(f"{path}:1: ports[0].api_mode:")
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(tmp_path / "nope.yaml")]) == 1
+    assert main(["check-config", str(tmp_path / "nope.yaml")]) == 78
     assert "config file not found" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -32,6 +33,8 @@ def test_demo_runs_the_real_daemon_into_sqlite(
     assert "true W" in last
     assert "bad crc" in last
     assert "sink store:" in last
+    # The line noise it injects is on screen, said to be simulated.
+    assert "simulated line noise (--noise 0.05), added on purpose:" in last
     assert "wattd query --config" in err
     # The daemon stored readings; the lamp's (a 60 W resistive load) are right.
     config = load_config(state / "demo.yaml")
@@ -79,3 +82,46 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     assert b"stopped; the temporary store was removed" in err
     assert b"Traceback" not in err
+
+
+def test_closing_hints_work_as_printed_without_wattd_on_path(tmp_path: Path) -> None:
+    # As after the README's setup: wattd started as bin/wattd inside the venv,
+    # which is not on PATH.
+    venv = Path(sys.executable).parent.parent
+    if not (venv / "bin" / "wattd").exists():
+        pytest.skip("the wattd console script is not installed in this venv")
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    env.pop("VIRTUAL_ENV", None)
+    state = tmp_path / "demo"
+    demo = ["bin/wattd", "demo", "--duration", "3", "--meters", "1", "--speed", "4"]
+    run = subprocess.run(
+        [*demo, "--state-dir", str(state)],
+        cwd=venv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    hints = [
+        line.split(": ", 1)[1]
+        for line in run.stderr.splitlines()
+        if line.startswith(("look back at them with:", "or see their cost with:"))
+    ]
+    assert [h.split()[:2] for h in hints] == [
+        ["bin/wattd", "query"],
+        ["bin/wattd", "report"],
+    ]
+    for hint in hints:
+        pasted = subprocess.run(
+            shlex.split(hint),
+            cwd=venv,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert pasted.returncode == 0, (hint, pasted.stderr)
+        assert "fridge" in pasted.stdout

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.pty import Pty
 from wattd.cli.record import record_port
 from wattd.errors import CaptureError, SerialPortGone
 from wattd.frames import FrameDecoder
@@ -35,14 +36,16 @@ class OpenSignal:
     def __init__(self) -> None:
         self.opened = asyncio.Event()
 
-    async def __call__(self, device: str, baud: int):
+    async def __call__(
+        self, device: str, baud: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         pair = await open_port(device, baud)
         self.opened.set()
         return pair
 
 
 async def test_recording_round_trips_exactly_with_arrival_times(
-    pty, tmp_path: Path
+    pty: Pty, tmp_path: Path
 ) -> None:
     out = tmp_path / "rec.jsonl"
     frames = sim_frames(12)
@@ -97,7 +100,7 @@ async def test_recording_round_trips_exactly_with_arrival_times(
     assert len(decoded) == 12
 
 
-async def test_duration_ends_the_recording(pty, tmp_path: Path) -> None:
+async def test_duration_ends_the_recording(pty: Pty, tmp_path: Path) -> None:
     out = tmp_path / "rec.jsonl"
     started = time.monotonic()
     stats = await record_port(pty.path, out, duration_s=0.3)
@@ -140,17 +143,22 @@ async def test_unplug_keeps_what_was_recorded(tmp_path: Path) -> None:
     assert load_capture(out).data == data
 
 
-async def test_existing_output_needs_append_or_overwrite(pty, tmp_path: Path) -> None:
+async def test_existing_output_needs_append_or_overwrite(
+    pty: Pty, tmp_path: Path
+) -> None:
     out = tmp_path / "rec.jsonl"
     RecordingWriter(out, port=pty.path).close()
-    with pytest.raises(CaptureError, match="exists"):
+    with pytest.raises(CaptureError, match="exists") as info:
         await record_port(pty.path, out, duration_s=0.1)
+    # The refusal names the flags that get past it.
+    assert "--append" in str(info.value)
+    assert "--force" in str(info.value)
     await record_port(pty.path, out, duration_s=0.1, append=True)
     await record_port(pty.path, out, duration_s=0.1, overwrite=True)
     assert out.read_text().count('"format":"wattd-recording"') == 1
 
 
-def test_command_line(pty, tmp_path: Path) -> None:
+def test_command_line(pty: Pty, tmp_path: Path) -> None:
     out = tmp_path / "rec.jsonl"
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattd", "record", pty.path, "--output", str(out),
@@ -183,6 +191,27 @@ def test_command_line(pty, tmp_path: Path) -> None:
     assert len(io) >= 10
     start = frames.index(io[0])
     assert io == frames[start : start + len(io)]
+
+
+def test_command_line_refuses_an_existing_file_naming_the_flags(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "rec.jsonl"
+    out.write_text("keep me\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "wattd", "record", "/dev/ttyNOPE0", "-o", str(out)],
+        capture_output=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert run.returncode == 1
+    err = run.stderr.decode()
+    # Refused before the (missing) port is even tried.
+    assert f"{out}: file exists; add --append to record onto its end" in err
+    assert "--force to replace it" in err
+    assert "ttyNOPE0" not in err
+    assert out.read_text() == "keep me\n"
 
 
 def test_command_line_missing_port(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.pty import Pty
-from wattd.cli.run import EXIT_CONFIG
+from wattd.cli._args import EXIT_CONFIG
 from wattd.errors import StoreError
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.store import Store, StoredReading

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -8,6 +9,7 @@ import pytest
 from wattd.config import Config
 from wattd.frames import FrameDecoder
 from wattd.iosample import IoSampleFrame
+from wattd.pipeline import ReadingPipeline
 from wattd.readings import Flag, FrameRecord, Reading
 from wattd.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.web.board import LiveBoard, local_day_start
@@ -144,9 +146,12 @@ def test_waveform_is_the_last_io_frame_decoded() -> None:
     assert wave["voltage_counts"] == list(frames[-1].voltage_counts)
     assert wave["current_counts"] == list(frames[-1].current_counts)
     assert wave["current_zero"] == 480.5
-    assert wave["current_mean"] == pytest.approx(
-        sum(frames[-1].current_counts[1:]) / 18
-    )
+    assert wave["current_zero_source"] == "configured"
+    # Means over whole mains cycles, as the figures use: the plain mean of the
+    # 18 samples (about 1.5 cycles) is off by much more.
+    assert wave["current_mean"] == pytest.approx(model.current_zero_counts, abs=1.0)
+    assert wave["voltage_zero"] == pytest.approx(model.voltage_zero_counts, abs=2.5)
+    assert wave["voltage_zero_source"] == "estimated"
     decoded = FrameDecoder(2).feed(frames[-1].frame)
     assert isinstance(decoded[0], IoSampleFrame)
     assert wave["rssi_dbm"] == decoded[0].rssi_dbm
@@ -180,3 +185,86 @@ def test_a_meter_silent_since_midnight_shows_nothing_today() -> None:
     board.add(reading(2, T0 + timedelta(days=1), watts=100.0, wh_delta=1.0))
     assert board.sensor_json(1)["kwh_today"] == 0.0
     assert board.totals(T0 + timedelta(days=1))["racks"]["R1"]["kwh_today"] > 0
+
+
+def test_waveform_shows_the_zeros_the_figures_use() -> None:
+    cfg = config(
+        sensors=[
+            {"address": 1, "name": "lamp"},
+            {"address": 2, "name": "fixed", "counts_per_volt": 2.0,
+             "voltage_zero": 515.0},
+        ]
+    )  # fmt: skip
+    board = LiveBoard(cfg)
+    pipeline = ReadingPipeline(cfg)
+    lamp = dataclasses.replace(
+        MeterModel.with_quirks(1, ResistiveLoad(watts=60.0), seed=4),
+        current_zero_counts=481.0,
+    )
+    other = MeterModel.with_quirks(2, ResistiveLoad(watts=60.0), seed=4)
+    sim = Simulator([lamp, other], seed=4)
+    decoder = FrameDecoder(sim.api_mode)
+    for f in sim.advance(60.0):
+        (event,) = decoder.feed(f.frame)
+        assert isinstance(event, IoSampleFrame)
+        at = T0 + timedelta(seconds=f.time_s)
+        record = FrameRecord(time=at, port="p", api_mode=sim.api_mode, kind="io",
+                             raw=f.frame, sensor=f.address)  # fmt: skip
+        board.add_frame(record)
+        if f.address == 1:  # sensor 2 is heard, but has no reading yet
+            r = pipeline.process(event, time=at, monotonic_s=f.time_s)
+            assert r is not None
+            board.add(r)
+    wave = board.waveform(1)
+    assert wave is not None
+    assert wave["current_zero_source"] == "estimated"
+    assert wave["current_zero"] == pytest.approx(481.0, abs=0.3)
+    assert wave["current_mean"] == pytest.approx(481.0, abs=1.0)
+    assert wave["voltage_zero_source"] == "estimated"
+    card = board.sensor_json(1)
+    assert card["current_zero"] == wave["current_zero"]
+    assert "zero_estimated" in card["flags"]
+    fixed = board.waveform(2)
+    assert fixed is not None
+    assert fixed["current_zero_source"] == "default"
+    assert fixed["current_zero"] == 492.0
+    assert fixed["voltage_zero_source"] == "configured"
+    assert fixed["voltage_zero"] == 515.0
+
+
+def test_stale_meters_are_left_out_of_live_power() -> None:
+    board = LiveBoard(config(web={"stale_after_s": 30}))
+    board.add(reading(1, T0, watts=100.0, wh_delta=1.0))
+    board.add(reading(2, T0, watts=50.0, wh_delta=2.0))
+    board.add(reading(3, T0, watts=20.0, wh_delta=3.0))
+    fresh = board.totals(T0 + timedelta(seconds=10))
+    assert fresh["all"]["watts"] == pytest.approx(170.0)
+    assert fresh["all"]["stale"] == 0
+    # Only sensor 1 is heard again; 2 and 3 fall silent.
+    board.add(reading(1, T0 + timedelta(seconds=25), watts=110.0, wh_delta=1.0))
+    some = board.totals(T0 + timedelta(seconds=40))
+    assert some["all"]["watts"] == pytest.approx(110.0)
+    assert some["all"]["stale"] == 2
+    assert some["all"]["sensors"] == 3
+    assert some["all"]["kwh_today"] == pytest.approx(0.007)  # energy still counts
+    assert some["racks"]["R1"]["watts"] == pytest.approx(110.0)
+    assert some["racks"]["R1"]["stale"] == 1
+    assert some["racks"]["R2"]["watts"] is None
+    assert some["customers"]["acme"]["watts"] == pytest.approx(110.0)
+    # Every meter silent (the link is down): no live power to speak of.
+    gone = board.totals(T0 + timedelta(minutes=5))
+    assert gone["all"]["watts"] is None
+    assert gone["all"]["stale"] == 3
+    assert gone["customers"]["globex"]["watts"] is None
+    # A configured meter never heard is neither live nor stale.
+    never = LiveBoard(config()).totals(T0)
+    assert never["all"] == {"sensors": 3, "stale": 0, "watts": None,
+                            "kwh_today": 0.0, "cost_today": None}  # fmt: skip
+
+
+def test_small_costs_are_not_rounded_away() -> None:
+    board = LiveBoard(config())
+    board.add(reading(1, T0, watts=60.0, wh_delta=0.1, cost_today=0.000025,
+                      currency="EUR"))  # fmt: skip
+    assert board.sensor_json(1)["cost_today"] == pytest.approx(0.000025)
+    assert board.totals(T0)["all"]["cost_today"] == pytest.approx(0.000025)

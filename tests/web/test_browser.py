@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from wattd.simulate import (
 from wattd.supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from tests.fixtures.pty import Pty
 
@@ -41,10 +42,20 @@ JSON.stringify([...document.querySelectorAll('.card')].map(c => ({
 """
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Live:
+    """A running daemon, its dashboard's port, and a way to silence its meters."""
+
+    sup: Supervisor
+    port: int
+    meters: list[MeterModel]
+    stop_feed: Callable[[], Awaitable[None]]
+
+
 @contextlib.asynccontextmanager
 async def live_daemon(
-    tmp_path: Path, pty: Pty
-) -> AsyncIterator[tuple[Supervisor, int]]:
+    tmp_path: Path, pty: Pty, *, calibrated: bool = True, stale_after_s: float = 30.0
+) -> AsyncIterator[Live]:
     meters = [
         MeterModel.with_quirks(1, ResistiveLoad(watts=100.0), seed=21),
         MeterModel.with_quirks(
@@ -52,7 +63,11 @@ async def live_daemon(
         ),
         MeterModel.with_quirks(3, SmpsLoad(watts=150.0), seed=21),
     ]
-    sensors = meter_sensors(meters)
+    sensors: list[dict[str, Any]]
+    if calibrated:
+        sensors = meter_sensors(meters)
+    else:  # out of the box: names, no calibration at all
+        sensors = [{"address": m.address, "name": f"meter-{m.address}"} for m in meters]
     sensors[0].update(rack="A", customer="acme")
     sensors[1].update(rack="A", customer="globex")
     sensors[2].update(rack="B", customer="acme")
@@ -62,7 +77,12 @@ async def live_daemon(
             "state_dir": str(tmp_path / "state"),
             "ports": [{"device": pty.path, "name": "sim"}],
             "sensors": sensors,
-            "web": {"enabled": True, "port": port, "push_interval_s": 0.5},
+            "web": {
+                "enabled": True,
+                "port": port,
+                "push_interval_s": 0.5,
+                "stale_after_s": stale_after_s,
+            },
             "tariffs": {
                 "default": "flat",
                 "plans": {"flat": {"currency": "EUR", "price_per_kwh": 0.25}},
@@ -77,13 +97,24 @@ async def live_daemon(
         await asyncio.wait_for(sup.ready.wait(), 10)
         # Four times real time: each meter sends a frame every ~0.5 s.
         feed = tg.create_task(run_on_pty(sim, pty.master, speed=4.0, stop_event=stop))
+
+        async def stop_feed() -> None:
+            stop.set()
+            await feed
+
         try:
-            yield sup, port
+            yield Live(sup=sup, port=port, meters=meters, stop_feed=stop_feed)
         finally:
             stop.set()
             await feed
             sup.request_stop()
             await asyncio.wait_for(daemon, 30)
+
+
+NO_VALUE = "\N{EN DASH}"  # what the page shows for a value it does not have
+WAVEFORM_LABELS_JS = (
+    "[...document.querySelectorAll('#waveform text.label')].map(t => t.textContent)"
+)
 
 
 def by_sensor(cards_json: str) -> dict[str, dict[str, Any]]:
@@ -95,10 +126,11 @@ async def test_dashboard_updates_live_and_draws_the_waveform(
     tmp_path: Path, pty: Pty
 ) -> None:
     async with (
-        live_daemon(tmp_path, pty) as (sup, port),
+        live_daemon(tmp_path, pty) as live,
         chromium_page(tmp_path / "chromium") as page,
     ):
-        await page.navigate(f"http://127.0.0.1:{port}/")
+        sup = live.sup
+        await page.navigate(f"http://127.0.0.1:{live.port}/")
         # Every card shows a number once the first readings arrived.
         await page.wait_for(
             "[...document.querySelectorAll('.card .watts .value')]"
@@ -165,7 +197,89 @@ async def test_dashboard_updates_live_and_draws_the_waveform(
             "document.getElementById('detail-title').textContent"
         )
         assert title == "meter-2 (#2)"
+        labels = await page.evaluate(WAVEFORM_LABELS_JS)
+        assert any(t.startswith("zero ") and t.endswith("(configured)") for t in labels)
+        assert not any("estimated" in t or "default" in t for t in labels)
         detail = await page.screenshot(ARTIFACTS / "dashboard-detail.png")
         print(f"screenshot: {detail}")
     assert overview.stat().st_size > 10_000
     assert detail.stat().st_size > 10_000
+
+
+@pytest.mark.services
+async def test_uncalibrated_meters_show_estimated_zeros_and_stale_ones_leave_totals(
+    tmp_path: Path, pty: Pty
+) -> None:
+    async with (
+        live_daemon(tmp_path, pty, calibrated=False, stale_after_s=2.0) as live,
+        chromium_page(tmp_path / "chromium") as page,
+    ):
+        await page.navigate(f"http://127.0.0.1:{live.port}/")
+        await page.wait_for(
+            "[...document.querySelectorAll('.card .watts .value')]"
+            ".filter(v => v.dataset.value).length === 3"
+        )
+        flags = await page.evaluate(
+            "[...document.querySelectorAll('.card .flags')].map(f => f.textContent)"
+        )
+        assert all("zero estimated" in f for f in flags), flags
+        # The daemon's status says the same, with the zero in use.
+        status = {s.sensor: s for s in live.sup.snapshot().sensors}
+        for m in live.meters:
+            assert status[m.address].current_zero_estimated
+            zero = status[m.address].current_zero_counts
+            assert zero == pytest.approx(m.current_zero_counts, abs=0.5)
+        # With every meter live, the header counts them all and says nothing else.
+        assert await page.evaluate("document.getElementById('total-stale').hidden")
+        watts = await page.evaluate("window.wattd.totals.all.watts")
+        assert watts == pytest.approx(550.0, rel=0.15)
+
+        # The waveform view labels both lines as estimated, over whole cycles.
+        await page.evaluate("location.hash = '#sensor/1'")
+        await page.wait_for("!!document.querySelector('#waveform path.current')")
+        labels = await page.evaluate(WAVEFORM_LABELS_JS)
+        voltage = next(t for t in labels if t.startswith("midline "))
+        current = next(t for t in labels if t.startswith("zero "))
+        assert voltage.endswith("(estimated)")
+        assert current.endswith("(estimated)")
+        wave = await page.evaluate(
+            "fetch('/api/sensors/1/waveform').then(r => r.json())"
+        )
+        assert wave["current_zero_source"] == "estimated"
+        assert wave["voltage_zero_source"] == "estimated"
+        # 18 samples are ~1.5 mains cycles: their plain mean is not the midline.
+        kept = wave["voltage_counts"][1:]
+        assert abs(wave["voltage_zero"] - sum(kept) / len(kept)) > 0.5
+        info = await page.evaluate(
+            "document.getElementById('waveform-info').textContent"
+        )
+        assert "(estimated)" in info
+        detail = await page.evaluate(
+            "document.getElementById('detail-values').textContent"
+        )
+        assert "(estimated)" in detail
+        await page.screenshot(ARTIFACTS / "dashboard-detail-estimated.png")
+        await page.evaluate("location.hash = ''")
+
+        # Small amounts keep two significant digits, side by side.
+        money = await page.evaluate(
+            "[0.001, 0.0031, 0.05, 0.31, 12.5, 0].map(v => fmtMoney(v, 'EUR'))"
+        )
+        digits = [m.rstrip().split(".")[-1] for m in money]
+        assert digits == ["0010", "0031", "050", "31", "50", "00"], money
+
+        # The meters fall silent: their last readings leave the live totals.
+        await live.stop_feed()
+        await page.wait_for(
+            f"document.getElementById('total-watts').textContent === '{NO_VALUE}'"
+        )
+        note = await page.evaluate("document.getElementById('total-stale').textContent")
+        assert note == "3 stale meters not counted"
+        assert not await page.evaluate("document.getElementById('total-stale').hidden")
+        racks = await page.evaluate(
+            "[...document.querySelectorAll('#racks tbody tr')]"
+            ".map(tr => [tr.children[1].textContent, tr.children[2].textContent])"
+        )
+        assert racks == [["2 (2 stale)", NO_VALUE], ["1 (1 stale)", NO_VALUE]]
+        shot = await page.screenshot(ARTIFACTS / "dashboard-stale.png")
+        print(f"screenshot: {shot}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = [
+    "EXIT_CONFIG",
     "SYSTEM_CONFIG",
     "add_config",
     "address",
@@ -18,6 +19,10 @@ __all__ = [
     "positive_int",
 ]
 
+# sysexits' EX_CONFIG, for every command that refuses a config: the unit file
+# lists it in RestartPreventExitStatus=, so a broken config is reported once
+# instead of restarting in a loop.
+EXIT_CONFIG: Final = 78
 SYSTEM_CONFIG: Final = Path("/etc/wattd/wattd.yaml")
 CONFIG_HELP: Final = (
     "config file (default: $WATTD_CONFIG, $CONFIGURATION_DIRECTORY/wattd.yaml"

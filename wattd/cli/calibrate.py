@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from wattd.cli import EXIT_OK
 from wattd.cli._args import address, default_config_path, positive_float, positive_int
+from wattd.cli._invocation import wattd_command
 from wattd.cli._signals import on_stop_signals
 from wattd.errors import CalibrationError, ConfigError, SerialPortGone
 
@@ -182,7 +184,8 @@ def collect_frames(
         if not frames:
             raise CalibrationError(
                 f"{args.capture} holds no IO frame from this sensor; check --sensor"
-                " (`wattd replay` lists the addresses it contains)",
+                f" (`{wattd_command()} replay {shlex.quote(str(args.capture))}"
+                " --format table` lists the addresses it contains)",
                 sensor=args.sensor,
             )
         return frames
@@ -275,7 +278,8 @@ async def read_port_frames(
         text = describe_open_error(device, exc).removeprefix(f"{device} ")
         raise SerialPortGone(
             f"{text}; stop the daemon while calibrating, or calibrate from a"
-            " recording (wattd record) with --capture",
+            f" recording (`{wattd_command()} record {shlex.quote(device)} -o"
+            " noload.jsonl`, then --capture noload.jsonl)",
             source=device,
         ) from None
     decoder = FrameDecoder(api_mode)

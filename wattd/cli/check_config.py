@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wattd.cli._args import EXIT_CONFIG
 from wattd.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Validate FILE. If it is valid, print the effective config (every"
             " default filled in, secrets masked) and exit 0; otherwise print each"
-            " problem with file, line and key and exit 1."
+            " problem with file, line and key and exit 78 (EX_CONFIG), as `run` does."
         ),
     )
     parser.add_argument("file", type=Path, metavar="FILE", help="the YAML config")
@@ -45,10 +46,19 @@ def check_config_command(args: argparse.Namespace) -> int:
         print(f"{path}: {len(exc.errors)} problems:", file=sys.stderr)
         for err in exc.errors:
             print(f"  {err}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
+    if not config.ports:
+        # Valid for the commands that only read the store; `run` refuses it.
+        what = "configures no ports" if config.model_fields_set else "sets nothing"
+        print(
+            f"warning: {path} {what}, so `wattd run` has nothing to read and exits"
+            " with status 78; add a serial port under ports: (see"
+            " config/wattd.example.yaml)",
+            file=sys.stderr,
+        )
     for device in (p.device for p in config.ports):
         # Not an error: the daemon waits for an adapter that is unplugged now.
         if not os.path.exists(device):

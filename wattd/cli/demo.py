@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from wattd.cli._invocation import wattd_command
 from wattd.cli._signals import on_stop_signals
 
 if TYPE_CHECKING:
@@ -125,10 +127,12 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.temp:
         print("stopped; the temporary store was removed", file=sys.stderr)
     else:
-        config_file = state_dir / "demo.yaml"
+        wattd = wattd_command()
+        config = shlex.quote(str(state_dir / "demo.yaml"))
         print(
             f"stopped; readings are in {state_dir / 'wattd.sqlite'}\n"
-            f"look back at them with: wattd query --config {config_file}",
+            f"look back at them with: {wattd} query --config {config}\n"
+            f"or see their cost with:  {wattd} report --period day --config {config}",
             file=sys.stderr,
         )
     return 0
@@ -232,9 +236,11 @@ async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> No
     # So that `wattd query` / `wattd report` can find the demo's store later.
     config_file.write_text(dump_effective(config), encoding="utf-8")
     truth: dict[int, float] = {}
+    injected = _Injected()
 
     def on_frame(frame: SimFrame) -> None:
         truth[frame.address] = frame.true_watts
+        injected.add(frame)
 
     stop = asyncio.Event()
     supervisor = Supervisor(config, flush_timeout_s=5.0)
@@ -266,9 +272,40 @@ async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> No
                     async with asyncio.timeout(wait):
                         await stop.wait()
                 console.show(
-                    render(supervisor.snapshot(), title=title, true_watts=truth)
+                    render(
+                        supervisor.snapshot(),
+                        title=title,
+                        true_watts=truth,
+                        notes=injected.notes(args.noise),
+                    )
                 )
                 if deadline is not None and loop.time() >= deadline:
                     stop.set()
             supervisor.request_stop()
             await daemon
+
+
+class _Injected:
+    """The line noise the demo adds on purpose, to show it on screen."""
+
+    def __init__(self) -> None:
+        self.corrupted = 0
+        self.garbage_bytes = 0
+
+    def add(self, frame: SimFrame) -> None:
+        self.corrupted += frame.corrupted
+        self.garbage_bytes += frame.garbage
+
+    def notes(self, rate: float) -> list[str]:
+        if rate <= 0:
+            return ["no simulated line noise (--noise 0)"]
+        return [
+            f"simulated line noise (--noise {rate:g}), added on purpose:"
+            f" {_count(self.corrupted, 'frame')} with a flipped bit and"
+            f" {_count(self.garbage_bytes, 'garbage byte')} so far; the daemon"
+            " counts and skips them"
+        ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

@@ -4,25 +4,33 @@ Two steps, each with a message that says what to fix: ``GET /ping`` (is the URL
 an InfluxDB at all?), then a write of one tiny point (are the token and the
 bucket right?). The point is ``wattd_check,node=<node> ok=1`` at the current
 time; ``--ping-only`` skips it.
+
+wattd writes through the InfluxDB 2.x API, which 1.x servers have from 1.8 on.
+An older 1.x server answers the ping (with its version) and then 404 to the
+write, which is reported as what it is rather than as a missing bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_ERROR, EXIT_OK
 from wattd.cli._args import add_config, config_path
 from wattd.config import load_config
 from wattd.errors import SinkError
 from wattd.lineprotocol import PointEncoder, escape_tag
-from wattd.sinks.influx import InfluxTarget, InfluxWriter
+from wattd.sinks.influx import InfluxNotFound, InfluxTarget, InfluxWriter
 
 if TYPE_CHECKING:
     import argparse
 
 CHECK_MEASUREMENT = "wattd_check"
+V2_API_SINCE: Final = (1, 8)
+"""The first InfluxDB 1.x release with the 2.x write API (/api/v2/write)."""
+_RELEASE: Final = re.compile(r"v?(\d+)\.(\d+)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,11 +76,20 @@ async def _check(target: InfluxTarget, node: str, *, ping_only: bool) -> int:
             return EXIT_ERROR
         shown = f" (version {version})" if version else ""
         print(f"ok: {target.safe_url} answers{shown}")
+        old_1x = lacks_v2_api(version)
         if ping_only:
+            if old_1x:
+                print(f"note: {_old_1x_text(target, version)}")
             return EXIT_OK
         line = f"{CHECK_MEASUREMENT},node={escape_tag(node)} ok=1 {time.time_ns()}"
         try:
             await writer.write(line.encode())
+        except InfluxNotFound as exc:
+            if old_1x:
+                print(f"FAIL: {_old_1x_text(target, version)}")
+            else:
+                print(f"FAIL: {_text(exc)}")
+            return EXIT_ERROR
         except SinkError as exc:
             print(f"FAIL: {_text(exc)}")
             return EXIT_ERROR
@@ -80,6 +97,25 @@ async def _check(target: InfluxTarget, node: str, *, ping_only: bool) -> int:
         return EXIT_OK
     finally:
         await writer.close()
+
+
+def lacks_v2_api(version: str) -> bool:
+    """True for an InfluxDB 1.x version older than 1.8 (``1.6.7~rc0``, ``v1.7.11``)."""
+    found = _RELEASE.match(version.strip())
+    if found is None:
+        return False
+    release = (int(found[1]), int(found[2]))
+    return release[0] == 1 and release < V2_API_SINCE
+
+
+def _old_1x_text(target: InfluxTarget, version: str) -> str:
+    return (
+        f"{target.safe_url} is InfluxDB {version}, a 1.x server without the v2 API"
+        " that wattd writes through (/api/v2/write answers 404; InfluxDB 1.8 and"
+        " later have it). Upgrade it to 1.8 or later and set influxdb.database"
+        " (with username and password if auth is on), or point url at InfluxDB"
+        " 2.x, 3.x or Cloud"
+    )
 
 
 def _text(exc: SinkError) -> str:

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_OK
 from wattd.cli._args import positive_float
+from wattd.cli._invocation import wattd_command
 from wattd.cli._signals import on_stop_signals
-from wattd.errors import SerialPortGone
+from wattd.errors import CaptureError, SerialPortGone
 from wattd.recording import RecordingWriter
 from wattd.sources.serial import describe_open_error, open_port
 
@@ -40,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Append every chunk read from PORT to a wattd recording (JSON lines:"
             " the bytes exactly as read, their monotonic offset and wall time)"
-            " until Ctrl-C or --duration. Replay it with wattd replay."
+            " until Ctrl-C or --duration. Replay it with"
+            f" `{wattd_command()} replay FILE --speed 1`."
         ),
     )
     p.add_argument("port", metavar="PORT", help="serial device, e.g. /dev/ttyUSB0")
@@ -101,6 +103,16 @@ class RecordStats:
     duration_s: float = 0.0
 
 
+def _refuse_existing(output: Path) -> None:
+    """Refuse an existing output before the port opens, naming the flags."""
+    if output.exists() and not output.is_dir():
+        raise CaptureError(
+            "file exists; add --append to record onto its end, --force to"
+            " replace it, or choose another name",
+            source=str(output),
+        )
+
+
 async def record_port(
     port: str,
     output: Path,
@@ -122,6 +134,8 @@ async def record_port(
         CaptureError: the output file cannot be written (or exists, unless
             ``append``/``overwrite``).
     """
+    if not (append or overwrite):
+        _refuse_existing(output)
     try:
         reader, writer = await opener(port, baud)
     except OSError as exc:

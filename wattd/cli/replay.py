@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from wattd.cli._invocation import wattd_command
 from wattd.config import Config, load_config
 from wattd.errors import CaptureError
 from wattd.frames import FrameDecoder, FrameRejected, IoSampleFrame, ModemStatusFrame
@@ -32,7 +33,8 @@ def register(sub: Any) -> None:
         help="decode a raw capture or a recording into readings",
         description=(
             "Decode a raw byte capture or a wattd recording into readings. Use - to"
-            " read a live byte stream from stdin (e.g. from `wattd simulate -o -`)."
+            " read a live byte stream from stdin (e.g. from"
+            f" `{wattd_command()} simulate -o -`)."
         ),
     )
     p.add_argument("capture", help="capture file, recording, or - for stdin")

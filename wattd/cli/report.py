@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
 from wattd.cli._args import add_config, config_path
+from wattd.cli._invocation import wattd_command
 from wattd.errors import TariffError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ __all__ = ["parse_when", "register"]
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``wattd report``."""
+    wattd = wattd_command()
     p = subparsers.add_parser(
         "report",
         help="energy and cost report (table, CSV, JSON or HTML)",
@@ -37,11 +39,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         epilog=(
             "examples:\n"
-            "  wattd report --period week --previous --by rack\n"
-            "  wattd report --from 2025-03-01 --to 2025-03-31 --by customer"
+            f"  {wattd} report --period week --previous --by rack\n"
+            f"  {wattd} report --from 2025-03-01 --to 2025-03-31 --by customer"
             " --format csv\n"
-            "  wattd report --period month --by customer --only acme --format html"
-            " -o acme.html"
+            f"  {wattd} report --period month --by customer --only acme"
+            " --format html -o acme.html"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from wattd.cli._args import add_config, config_path
+from wattd.cli._args import EXIT_CONFIG, add_config, config_path
 from wattd.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
 
 log = logging.getLogger("wattd")
-
-# sysexits' EX_CONFIG: the unit file lists it in RestartPreventExitStatus=, so a
-# broken config is reported once instead of restarting in a loop.
-EXIT_CONFIG: Final = 78
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +48,13 @@ def run_command(args: argparse.Namespace) -> int:
         config = load_config(path)
     except ConfigError as exc:
         log.error("%s", exc)
+        return EXIT_CONFIG
+    if not config.ports:
+        log.error(
+            "%s: no ports configured, so there is nothing to read; add a serial"
+            " port under ports: (see config/wattd.example.yaml)",
+            path,
+        )
         return EXIT_CONFIG
     setup_logging(
         args.log_level or config.logging.level, config.logging.format, reconfigure=True

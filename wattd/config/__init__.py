@@ -3,12 +3,15 @@
 One file describes the whole daemon. Every section is a frozen pydantic model
 that forbids unknown keys, so a typo is an error that names the file, the line
 and the key, not a silently ignored setting. Strings may reference environment
-variables as ``${NAME}``; secrets are ``SecretStr`` (masked when printed) and may
-instead come from a ``*_file`` path.
+variables as ``${NAME}``; secrets are ``SecretStr`` (masked when printed, never
+blank) and may instead come from a ``*_file`` path or a systemd credential
+(``*_credential``).
 
 The sections live in ``base`` (shared model and helpers), ``core``, ``sinks``
-and ``cost``; ``model`` holds the whole-file ``Config`` and ``loading`` reads,
-checks and dumps a file.
+and ``cost``; ``model`` holds the whole-file ``Config``. ``yamlread`` turns a
+file into data within bounds (size, encoding, aliases, repeated keys),
+``loading`` validates and dumps it, and ``redact`` masks and shortens what
+either shows.
 """
 
 from __future__ import annotations

@@ -12,13 +12,20 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
-    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from wattd.config.base import _known, _load_secret_pairs, _Model, _require_secrets
+from wattd.config.base import (
+    CredentialName,
+    Secret,
+    _known,
+    _load_secret_pairs,
+    _Model,
+    _require_secrets,
+)
+from wattd.config.redact import shown
 
 DaySpec = Literal[
     "all",
@@ -53,7 +60,7 @@ def _check_hour_range(value: Any) -> Any:
         return value
     m = _HOUR_RANGE.fullmatch(value.strip())
     if m is None:
-        msg = f"hour range {value!r} is not HH:MM-HH:MM (24:00 may end a range)"
+        msg = f"hour range {shown(value)} is not HH:MM-HH:MM (24:00 may end a range)"
         raise ValueError(msg)
     start = int(m.group(1)) * 60 + int(m.group(2))
     end = int(m.group(3)) * 60 + int(m.group(4))
@@ -70,7 +77,7 @@ def _check_month_day(value: Any) -> Any:
     m = _MONTH_DAY.fullmatch(value.strip()) if isinstance(value, str) else None
     month, day = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month - 1]):
-        msg = f'{value!r} is not a month and day like "06-01"'
+        msg = f'{shown(value)} is not a month and day like "06-01"'
         raise ValueError(msg)
     return value.strip()
 
@@ -83,7 +90,7 @@ def _check_holiday(value: Any) -> Any:
         try:
             return date.fromisoformat(value.strip()).isoformat()
         except ValueError:
-            msg = f"holiday {value!r} is not a valid date"
+            msg = f"holiday {shown(value)} is not a valid date"
             raise ValueError(msg) from None
     return _check_month_day(value)
 
@@ -91,8 +98,9 @@ def _check_holiday(value: Any) -> Any:
 def _check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        msg = f"unknown timezone {value!r}; use an IANA name like Europe/Berlin"
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name too long to be a file name in the zone database.
+        msg = f"unknown timezone {shown(value)}; use an IANA name like Europe/Berlin"
         raise ValueError(msg) from None
     return value
 
@@ -163,7 +171,7 @@ class TariffConfig(_Model):
             for day in _season_days(season.start, season.end):
                 if day in owner:
                     msg = (
-                        f"seasons {owner[day]!r} and {name!r} overlap on"
+                        f"seasons {shown(owner[day])} and {shown(name)} overlap on"
                         f" {day[0]:02d}-{day[1]:02d}"
                     )
                     raise ValueError(msg)
@@ -241,7 +249,7 @@ class TariffsConfig(_Model):
         for key, name in refs:
             if name is not None and name not in plans:
                 where = f"{key} names tariff" if key else "tariff"
-                msg = f"{where} {name!r} is not under plans ({_known(plans)})"
+                msg = f"{where} {shown(name)} is not under plans ({_known(plans)})"
                 raise ValueError(msg)
         return value
 
@@ -264,14 +272,18 @@ class XDestinationConfig(_Model):
     """Posting to X (API v2, OAuth 1.0a user context)."""
 
     enabled: bool = False
-    consumer_key: SecretStr | None = None
+    consumer_key: Secret | None = None
     consumer_key_file: Path | None = None
-    consumer_secret: SecretStr | None = None
+    consumer_key_credential: CredentialName | None = None
+    consumer_secret: Secret | None = None
     consumer_secret_file: Path | None = None
-    access_token: SecretStr | None = None
+    consumer_secret_credential: CredentialName | None = None
+    access_token: Secret | None = None
     access_token_file: Path | None = None
-    access_token_secret: SecretStr | None = None
+    access_token_credential: CredentialName | None = None
+    access_token_secret: Secret | None = None
     access_token_secret_file: Path | None = None
+    access_token_secret_credential: CredentialName | None = None
     api_base_url: str = "https://api.twitter.com"
     max_chars: int = Field(default=280, ge=20, le=25_000)
     timeout_s: float = Field(default=30.0, gt=0, le=300)
@@ -290,8 +302,9 @@ class MastodonDestinationConfig(_Model):
 
     enabled: bool = False
     api_base_url: str | None = None
-    access_token: SecretStr | None = None
+    access_token: Secret | None = None
     access_token_file: Path | None = None
+    access_token_credential: CredentialName | None = None
     visibility: Literal["public", "unlisted", "private", "direct"] = "unlisted"
     max_chars: int = Field(default=500, ge=20, le=100_000)
     timeout_s: float = Field(default=30.0, gt=0, le=300)
@@ -308,12 +321,24 @@ class WebhookDestinationConfig(_Model):
 
     enabled: bool = False
     url: str | None = None
-    token: SecretStr | None = None
+    token: Secret | None = None
     token_file: Path | None = None
-    secret: SecretStr | None = None
+    token_credential: CredentialName | None = None
+    secret: Secret | None = None
     secret_file: Path | None = None
+    secret_credential: CredentialName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every post; shown masked, as they often carry credentials."""
     timeout_s: float = Field(default=30.0, gt=0, le=300)
+
+    @field_validator("headers")
+    @classmethod
+    def _no_blank_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not value.strip():
+                msg = f"header {shown(name)} is empty; give its value or remove it"
+                raise ValueError(msg)
+        return headers
 
     @model_validator(mode="after")
     def _load_secrets(self) -> Self:

@@ -6,9 +6,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Self
+from typing import Annotated, Any, Final, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wattd.config.base import _known, _Model
@@ -22,6 +22,24 @@ from wattd.config.core import (
 )
 from wattd.config.cost import LocationConfig, SummaryConfig, SummaryName, TariffsConfig
 from wattd.config.sinks import InfluxConfig, MqttConfig, SpoolConfig, WebConfig
+
+MAX_PORTS: Final = 64
+MAX_SENSORS: Final = 10_000
+
+
+def _at_most(limit: int, what: str) -> BeforeValidator:
+    """Refuse a list longer than ``limit`` before validating any entry."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            msg = (
+                f"{len(value):,} {what} is more than the {limit:,} one wattd can"
+                " handle; split them over several wattd instances"
+            )
+            raise ValueError(msg)
+        return value
+
+    return BeforeValidator(check)
 
 
 def _default_state_dir() -> Path:
@@ -41,8 +59,12 @@ class Config(_Model):
     """Everything wattd reads from its YAML file."""
 
     mains: MainsConfig = Field(default_factory=MainsConfig)
-    ports: list[PortConfig] = Field(default_factory=list)
-    sensors: list[SensorConfig] = Field(default_factory=list)
+    ports: Annotated[list[PortConfig], _at_most(MAX_PORTS, "ports")] = Field(
+        default_factory=list
+    )
+    sensors: Annotated[list[SensorConfig], _at_most(MAX_SENSORS, "sensors")] = Field(
+        default_factory=list
+    )
     state_dir: Path = Field(default_factory=_default_state_dir)
     save_interval_s: float = Field(default=30.0, ge=1, le=3600)
     energy: EnergyConfig = Field(default_factory=EnergyConfig)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from wattd.config.base import (
+    CredentialName,
+    Secret,
     _check_topic,
     _load_secret_pairs,
     _Model,
     _slug,
     is_loopback_host,
 )
+from wattd.config.redact import shown
 
 
 class SpoolConfig(_Model):
@@ -69,8 +73,9 @@ class MqttConfig(_Model):
     host: str = "localhost"
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: Path | None = None
+    password_credential: CredentialName | None = None
     tls: TlsConfig | None = None
     client_id: str | None = None
     base_topic: str = "wattd"
@@ -97,7 +102,9 @@ class MqttConfig(_Model):
     def _valid_node(cls, value: str) -> str:
         # Home Assistant allows only these characters in a discovery node_id.
         if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
-            msg = f"node_id {value!r} may contain only letters, digits, '_' and '-'"
+            msg = (
+                f"node_id {shown(value)} may contain only letters, digits, '_' and '-'"
+            )
             raise ValueError(msg)
         return value
 
@@ -120,13 +127,15 @@ class InfluxConfig(_Model):
     url: str = "http://localhost:8086"
     org: str | None = None
     bucket: str | None = None
-    token: SecretStr | None = None
+    token: Secret | None = None
     token_file: Path | None = None
+    token_credential: CredentialName | None = None
     database: str | None = None
     retention_policy: str | None = None
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: Path | None = None
+    password_credential: CredentialName | None = None
     measurement: str = Field(default="power", min_length=1, max_length=200)
     node_id: str | None = Field(default=None, min_length=1)
     """Value of the ``node`` tag; default: ``mqtt.node_id`` (the host name)."""
@@ -157,7 +166,7 @@ class InfluxConfig(_Model):
             msg = "give either token (2.x/3.x) or username/password (1.8+), not both"
             raise ValueError(msg)
         if not self.url.startswith(("http://", "https://")):
-            msg = f"url {self.url!r} must start with http:// or https://"
+            msg = f"url {shown(self.url)} must start with http:// or https://"
             raise ValueError(msg)
         return self
 
@@ -174,15 +183,42 @@ class WebConfig(_Model):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    token: SecretStr | None = None
+    token: Secret | None = None
     token_file: Path | None = None
+    token_credential: CredentialName | None = None
     username: str | None = Field(default=None, min_length=1)
-    password: SecretStr | None = None
+    password: Secret | None = None
     password_file: Path | None = None
+    password_credential: CredentialName | None = None
     metrics: bool = True
     stale_after_s: float = Field(default=30.0, gt=0)
     push_interval_s: float = Field(default=1.0, ge=0.1, le=60)
     """How often live values are pushed to open dashboards."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names answered without credentials, besides localhost and loopback."""
+    max_connections: int = Field(default=100, ge=2, le=10_000)
+    """Open connections at once; at the limit the oldest idle one is closed."""
+    max_streams: int = Field(default=16, ge=1, le=10_000)
+    """Open event streams at once; at the limit the oldest one is ended."""
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    """A new connection (or one refused access) must send a request this soon."""
+    idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """An accepted connection may wait this long for its next request."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _valid_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_host_entry(entry) for entry in value)
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Self:
+        if self.max_streams > self.max_connections:
+            msg = (
+                f"max_streams ({self.max_streams}) must not exceed max_connections"
+                f" ({self.max_connections}): every event stream holds a connection"
+            )
+            raise ValueError(msg)
+        return self
 
     @model_validator(mode="after")
     def _load_secrets(self) -> Self:
@@ -192,7 +228,7 @@ class WebConfig(_Model):
             raise ValueError(msg)
         if self.enabled and not self.has_auth and not is_loopback_host(self.host):
             msg = (
-                f"host {self.host!r} is reachable from other machines, so the"
+                f"host {shown(self.host)} is reachable from other machines, so the"
                 " dashboard needs credentials: set token (or token_file), or"
                 " username and password (or password_file); or bind to 127.0.0.1"
             )
@@ -203,3 +239,34 @@ class WebConfig(_Model):
     def has_auth(self) -> bool:
         """True if requests must carry credentials."""
         return self.token is not None or self.username is not None
+
+
+def host_name(text: str) -> str | None:
+    """``text`` as a comparable host: lower case, no brackets or final dot.
+
+    Addresses come out in their canonical form (``::1``, ``127.0.0.1``); None
+    if ``text`` is neither an address nor a valid host name.
+    """
+    import ipaddress
+
+    name = text.strip().lower()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    else:
+        name = name.rstrip(".")
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(name))
+    if re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", name) and ".." not in name:
+        return name
+    return None
+
+
+def _host_entry(entry: str) -> str:
+    name = host_name(entry)
+    if name is None:
+        msg = (
+            f"{shown(entry)} is not a host name or address;"
+            " give names like meters.lan or 192.168.1.20, without scheme or port"
+        )
+        raise ValueError(msg)
+    return name

@@ -68,6 +68,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STREAM",
     "InfluxBusy",
+    "InfluxNotFound",
     "InfluxRejected",
     "InfluxSink",
     "InfluxTarget",
@@ -86,6 +87,8 @@ GZIP_LEVEL: Final = 1
 BASE_BACKOFF_S: Final = 1.0
 MAX_MESSAGE_CHARS: Final = 500
 """Server messages are cut to this in errors and logs."""
+NO_ROUTE_BODY: Final = "404 page not found"
+"""What InfluxDB 1.x (and any Go server) answers for a path it does not serve."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,6 +237,14 @@ class InfluxBusy(SinkUnavailable):
         super().__init__(message, sink=SINK_NAME)
 
 
+class InfluxNotFound(SinkUnavailable):
+    """A write answered 404: no such bucket or org, or no write API at that URL."""
+
+    def __init__(self, message: str, *, server_message: str) -> None:
+        self.server_message = server_message
+        super().__init__(message, sink=SINK_NAME)
+
+
 class InfluxRejected(SinkRejected):
     """The server refused the data itself (a 4xx other than auth/404/408/429)."""
 
@@ -310,12 +321,21 @@ def _classify_status(exc: ApiException, target: InfluxTarget, action: str) -> Si
             " InfluxDB server (check host, port and any path prefix)"
         )
         return SinkUnavailable(msg, sink=SINK_NAME)
+    if status == 404 and server == NO_ROUTE_BODY:
+        # InfluxDB 2.x and 1.8+ say which bucket is missing, as JSON; a bare
+        # "404 page not found" means nothing at that URL takes writes.
+        msg = (
+            f"{action} to {target.describe()} answered {said}; nothing at url takes"
+            " InfluxDB 2.x writes (/api/v2/write): InfluxDB 1.x before 1.8 has no"
+            " such API, or url does not point at InfluxDB"
+        )
+        return InfluxNotFound(msg, server_message=server)
     if status == 404:
         msg = (
             f"{action} to {target.describe()} answered {said}; the bucket or org does"
             " not exist, or url does not point at InfluxDB"
         )
-        return SinkUnavailable(msg, sink=SINK_NAME)
+        return InfluxNotFound(msg, server_message=server)
     if status in {408, 429} or status >= 500:
         msg = f"{target.safe_url} is busy or failing ({said}); retrying later"
         return InfluxBusy(msg, retry_after_s=_retry_after_s(exc))
@@ -421,7 +441,8 @@ class InfluxSink(Sink):
 
         With ``aggregate_s`` set, only the per-meter means of closed intervals.
         """
-        self._require_spool()
+        # Recorded with the next append, so a restart never goes below them.
+        self._require_spool().note_wh_totals(readings)
         # Points of an earlier batch go first; until the spool takes them,
         # batches are refused (and so kept, and retried, by the daemon).
         await self._append_held()

@@ -173,6 +173,9 @@ class MqttSink(Sink):
         Raises:
             SinkUnavailable: the spool could not take them (disk full or failing).
         """
+        if self._mqtt.qos:
+            # Recorded with the next append, so a restart never goes below them.
+            self._require_spool().note_wh_totals(readings)
         # Documents of an earlier batch go first; until the spool takes them,
         # batches are refused (and so kept, and retried, by the daemon).
         await self._queue_held()

@@ -11,6 +11,13 @@ Framing is not done here: the bytes go to a :class:`wattd.frames.FrameDecoder`
 held by the caller, which also copes with frames split across reads. Each
 successful open bumps :attr:`Chunk.connection`, so the caller can drop a partial
 frame left over from before an unplug.
+
+Bytes that wait in the port's input buffer when it is opened are kept (pyserial
+would discard them): a pty, and some USB adapters, hold real and recent frames
+there, such as the ones that arrived while the daemon restarted. They come as
+the first chunk, stamped with the time of the open; the decoder keeps every
+complete frame among them that checksums and rejects the rest, as it does for
+any bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol
 
+import serial
 import serial_asyncio_fast
 
 if TYPE_CHECKING:
@@ -105,7 +114,11 @@ Opener = Callable[[str, int], Awaitable[StreamPair]]
 
 
 async def open_port(device: str, baud: int) -> StreamPair:
-    """Open a serial device as an asyncio stream pair (8N1, no flow control)."""
+    """Open a serial device as an asyncio stream pair (8N1, no flow control).
+
+    What waited in the input buffer is discarded: the first byte read arrived
+    after the open.
+    """
     return await serial_asyncio_fast.open_serial_connection(
         url=device,
         baudrate=baud,
@@ -113,6 +126,37 @@ async def open_port(device: str, baud: int) -> StreamPair:
         # silently splitting the byte stream with this one.
         exclusive=True,
     )
+
+
+class _KeepInput(serial.Serial):  # type: ignore[misc]  # pyserial has no types
+    """A port whose open leaves the input buffer alone (pyserial flushes it)."""
+
+    _opening = False
+
+    def open(self) -> None:
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
+
+    def _reset_input_buffer(self) -> None:
+        if not self._opening:
+            super()._reset_input_buffer()
+
+
+async def open_port_keeping_input(device: str, baud: int) -> StreamPair:
+    """:func:`open_port`, but bytes already in the input buffer are read first."""
+    loop = asyncio.get_running_loop()
+    port = await loop.run_in_executor(
+        None, functools.partial(_KeepInput, device, baudrate=baud, exclusive=True)
+    )
+    reader = asyncio.StreamReader(loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+    transport, _ = await serial_asyncio_fast.connection_for_serial(
+        loop, lambda: protocol, port
+    )
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
 
 
 class SerialSource:
@@ -123,7 +167,7 @@ class SerialSource:
         port: PortConfig,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        opener: Opener = open_port,
+        opener: Opener = open_port_keeping_input,
         retry_initial_s: float = RETRY_INITIAL_S,
         retry_max_s: float = RETRY_MAX_S,
         read_size: int = READ_SIZE,
@@ -269,4 +313,5 @@ __all__ = [
     "SystemClock",
     "describe_open_error",
     "open_port",
+    "open_port_keeping_input",
 ]

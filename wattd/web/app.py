@@ -12,6 +12,9 @@ Routes (all GET; every one but ``/healthz`` behind :mod:`wattd.web.auth`):
 * ``/api/history?hours=24[&sensor=N]`` mean watts per bucket from the store;
 * ``/metrics`` Prometheus exposition (:mod:`wattd.metrics`), if enabled;
 * ``/healthz`` ``{"status": "ok"}`` while the server runs.
+
+With a :class:`~wattd.web.guard.ConnectionGuard` the app also tells it which
+connections are busy and which passed access control.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
 
     from wattd.config import Config
     from wattd.snapshot import DaemonSnapshot
+    from wattd.web.guard import ConnectionGuard
 
 __all__ = ["STATIC_DIR", "Dashboard", "build_app"]
 
@@ -69,6 +73,7 @@ class Dashboard:
         """Take a new config: auth, metadata and settings apply at once."""
         self.config = config
         self.auth = Authenticator(config.web)
+        self.hub.max_streams = config.web.max_streams
         self.board.reconfigure(config)
         self._history.clear()
 
@@ -170,9 +175,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def build_app(dashboard: Dashboard) -> web.Application:
-    """The aiohttp application serving ``dashboard``."""
-    app = web.Application(middlewares=[auth_middleware(lambda: dashboard.auth)])
+def build_app(
+    dashboard: Dashboard, guard: ConnectionGuard | None = None
+) -> web.Application:
+    """The aiohttp application serving ``dashboard``, connections under ``guard``."""
+    access = auth_middleware(
+        lambda: dashboard.auth, None if guard is None else guard.trust
+    )
+    middlewares = [access] if guard is None else [guard.middleware, access]
+    app = web.Application(middlewares=middlewares)
     app[_DASHBOARD_KEY] = dashboard
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)

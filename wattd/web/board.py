@@ -9,6 +9,10 @@ when the pusher builds its once-a-second update.
 is summed from each reading's ``wh_delta``; the part of a delta that straddles
 local midnight is split in proportion to time, as the store's rollups do. At
 start the totals are seeded from the store, so a restart does not zero them.
+
+Live power totals count only meters heard within ``web.stale_after_s``: the
+last reading of a silent meter says nothing about its power now. Stale meters
+are counted separately, and their energy and cost today still add up.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from zoneinfo import ZoneInfo
 
 from wattd.frames import FrameDecoder
 from wattd.iosample import IoSampleFrame
+from wattd.pipeline import current_zero_configured
+from wattd.power import compute_power
+from wattd.readings import Flag
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -77,6 +84,7 @@ class LiveBoard:
     def reconfigure(self, config: Config) -> None:
         """Take new sensor metadata and calendar; values are kept."""
         self._config = config
+        self._stale_after = timedelta(seconds=config.web.stale_after_s)
         self._sensor_cfg: dict[int, SensorConfig] = config.sensor_map()
         # Built once per config: cards and totals need them every second.
         self._meta: Mapping[int, SensorMeta] = config.sensor_meta()
@@ -238,9 +246,10 @@ class LiveBoard:
             irms=_num(r.irms, 4),
             pf=_num(r.power_factor, 3),
             wh_total=_num(r.wh_total, 3),
+            current_zero=_num(r.current_zero_counts, 2),
             rssi_dbm=r.rssi_dbm,
             flags=sorted(r.flags),
-            cost_today=_num(r.cost_today, 4),
+            cost_today=_num(r.cost_today, 6),
             cost_per_hour=_num(r.cost_per_hour, 5),
             currency=r.currency,
             price_band=r.price_band,
@@ -248,8 +257,13 @@ class LiveBoard:
         return out
 
     def totals(self, now: datetime) -> dict[str, Any]:
-        """Sums over all sensors, per rack and per customer."""
+        """Sums over all sensors, per rack and per customer.
+
+        ``watts`` sums the meters heard within ``web.stale_after_s`` of ``now``
+        (``None`` if none was); ``stale`` counts those heard before that.
+        """
         today = local_day_start(now, self._tz)
+        fresh_after = now - self._stale_after
         racks: dict[str, _Total] = {}
         customers: dict[str, _Total] = {}
         overall = _Total()
@@ -257,14 +271,15 @@ class LiveBoard:
             state = self._sensors.get(sensor)
             r = state.reading if state is not None else None
             wh = state.today_wh if state and state.day_start == today else 0.0
+            fresh = r is not None and r.time >= fresh_after
             _, labels = self._name_labels(sensor, r)
-            overall.add(r, wh)
+            overall.add(r, wh, fresh=fresh)
             rack = labels.get("rack")
             if rack:
-                racks.setdefault(rack, _Total()).add(r, wh)
+                racks.setdefault(rack, _Total()).add(r, wh, fresh=fresh)
             customer = labels.get("customer")
             if customer:
-                customers.setdefault(customer, _Total()).add(r, wh)
+                customers.setdefault(customer, _Total()).add(r, wh, fresh=fresh)
         return {
             "all": overall.json(),
             "racks": {k: v.json() for k, v in racks.items()},
@@ -272,7 +287,13 @@ class LiveBoard:
         }
 
     def waveform(self, sensor: int) -> dict[str, Any] | None:
-        """The last IO frame's samples (counts and calibrated units), if any."""
+        """The last IO frame's samples (counts and calibrated units), if any.
+
+        The zeros are the ones the figures use: the current zero as configured,
+        drift-corrected, estimated or the default, and the voltage zero as
+        configured or else the waveform's midline. Means are over whole mains
+        cycles, like the figures.
+        """
         state = self._sensors.get(sensor)
         if state is None or state.frame is None:
             return None
@@ -283,17 +304,37 @@ class LiveBoard:
         )
         if frame is None:
             return None
-        cfg = self._sensor_cfg.get(sensor)
-        cal = (cfg or _default_sensor(sensor)).calibration(self._config.mains)
+        cfg = self._sensor_cfg.get(sensor) or _default_sensor(sensor)
+        cal = cfg.calibration(self._config.mains)
         voltage = list(frame.channel(cal.voltage_channel))
         current = list(frame.channel(cal.current_channel))
         r = state.reading
         interval = r.sample_interval_ms if r and r.sample_interval_ms else None
-        kept_v = voltage[1:]
+        flags = r.flags if r is not None else frozenset()
+        if Flag.ZERO_ESTIMATED in flags:
+            zero_source = "estimated"
+        elif Flag.DRIFT_CORRECTED in flags:
+            zero_source = "drift-corrected"
+        elif current_zero_configured(cfg):
+            zero_source = "configured"
+        else:
+            zero_source = "default"
+        i_zero = cal.current_zero
+        if r is not None and r.current_zero_counts is not None:
+            i_zero = r.current_zero_counts
+        # The means of 1.5 cycles of raw samples sit tens of counts off the
+        # midline; the power maths' whole-cycle window does not.
+        means = compute_power(
+            voltage,
+            current,
+            dataclasses.replace(cal, legacy=False) if cal.legacy else cal,
+            fallback_interval_ms=interval,
+            current_zero=i_zero,
+        )
+        has_samples = len(voltage) > 1 and len(current) > 1
         v_zero = cal.voltage_zero
-        if v_zero is None and kept_v:
-            v_zero = sum(kept_v) / len(kept_v)
-        kept_i = current[1:]
+        if v_zero is None and has_samples:
+            v_zero = means.voltage_mean_counts
         return {
             "sensor": sensor,
             "time_ms": _ms(record.time),
@@ -302,9 +343,13 @@ class LiveBoard:
             "current_channel": cal.current_channel,
             "voltage_counts": voltage,
             "current_counts": current,
-            "current_zero": cal.current_zero,
-            "current_mean": sum(kept_i) / len(kept_i) if kept_i else None,
+            "current_zero": round(i_zero, 2),
+            "current_zero_source": zero_source,
+            "current_mean": means.current_mean_counts if has_samples else None,
             "voltage_zero": v_zero,
+            "voltage_zero_source": (
+                "estimated" if cal.voltage_zero is None else "configured"
+            ),
             "counts_per_amp": cal.counts_per_amp,
             "counts_per_volt": cal.counts_per_volt,
             "sample_interval_ms": interval,
@@ -323,18 +368,24 @@ def _default_sensor(address: int) -> SensorConfig:
 @dataclasses.dataclass(slots=True)
 class _Total:
     sensors: int = 0
+    fresh: int = 0
+    stale: int = 0
     watts: float = 0.0
     wh_today: float = 0.0
     cost_today: float | None = None
     currency: str | None = None
 
-    def add(self, r: Reading | None, wh_today: float) -> None:
+    def add(self, r: Reading | None, wh_today: float, *, fresh: bool) -> None:
         self.sensors += 1
         self.wh_today += wh_today
         if r is None:
             return
-        if math.isfinite(r.watts):
-            self.watts += r.watts
+        if not fresh:
+            self.stale += 1
+        else:
+            self.fresh += 1
+            if math.isfinite(r.watts):
+                self.watts += r.watts
         if r.cost_today is not None and math.isfinite(r.cost_today):
             self.cost_today = (self.cost_today or 0.0) + r.cost_today
             self.currency = r.currency
@@ -342,9 +393,10 @@ class _Total:
     def json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "sensors": self.sensors,
-            "watts": round(self.watts, 2),
+            "stale": self.stale,
+            "watts": round(self.watts, 2) if self.fresh else None,
             "kwh_today": round(self.wh_today / 1000.0, 6),
-            "cost_today": _num(self.cost_today, 4),
+            "cost_today": _num(self.cost_today, 6),
         }
         if self.currency is not None:
             out["currency"] = self.currency

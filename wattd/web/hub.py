@@ -4,6 +4,7 @@ The pusher formats each update once and drops the bytes into every client's
 mailbox; it never waits for a slow browser. A mailbox that overflows is
 emptied and flagged, and that client's next message is a full snapshot
 instead: it skips the updates it could not take, never the current values.
+At most ``max_streams`` are open at once; one more ends the oldest.
 """
 
 from __future__ import annotations
@@ -11,12 +12,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 from typing import Any, Final
+
+from wattd.bus import LogThrottle
 
 __all__ = ["Client", "EventHub", "format_event", "format_event_json", "to_json"]
 
 MAILBOX_SIZE: Final = 32
 """Updates held for one browser (~30 s at the default push interval)."""
+MAX_STREAMS: Final = 16
+
+log = logging.getLogger(__name__)
 
 
 def format_event(event: str, data: Any) -> bytes:
@@ -81,11 +88,17 @@ class Client:
 
 
 class EventHub:
-    """The set of open event streams."""
+    """The set of open event streams, oldest first."""
 
-    def __init__(self, mailbox_size: int = MAILBOX_SIZE) -> None:
+    def __init__(
+        self, mailbox_size: int = MAILBOX_SIZE, max_streams: int = MAX_STREAMS
+    ) -> None:
         self._mailbox_size = mailbox_size
-        self._clients: set[Client] = set()
+        self.max_streams = max_streams
+        self.shed = 0
+        # A dict keeps the order of subscription: the first key is the oldest.
+        self._clients: dict[Client, None] = {}
+        self._throttle = LogThrottle()
 
     @property
     def clients(self) -> int:
@@ -93,14 +106,30 @@ class EventHub:
         return len(self._clients)
 
     def subscribe(self) -> Client:
-        """Open a stream."""
+        """Open a stream, ending the oldest ones if the limit is reached."""
+        while len(self._clients) >= self.max_streams:
+            oldest = next(iter(self._clients))
+            del self._clients[oldest]
+            oldest.close()
+            self.shed += 1
+            suppressed = self._throttle.allow("shed")
+            if suppressed is not None:
+                more = (
+                    f" ({suppressed} more since the last report)" if suppressed else ""
+                )
+                log.warning(
+                    "web: %d event streams open (web.max_streams); ended the"
+                    " oldest for a new one%s",
+                    self.max_streams,
+                    more,
+                )
         client = Client(self._mailbox_size)
-        self._clients.add(client)
+        self._clients[client] = None
         return client
 
     def unsubscribe(self, client: Client) -> None:
         """Forget a stream (its handler ended)."""
-        self._clients.discard(client)
+        self._clients.pop(client, None)
 
     def publish(self, message: bytes) -> None:
         """Hand one formatted message to every stream."""

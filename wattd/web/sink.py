@@ -7,6 +7,8 @@ status comes from the snapshot provider handed to :meth:`WebSink.attach`.
 :meth:`WebSink.start` binds the server (a busy port is retried by the
 supervisor with backoff); :meth:`WebSink.run` pushes the once-per-interval
 update to open dashboards and rebinds when a reload moved the address.
+Connections go through a :class:`~wattd.web.guard.ConnectionGuard`, which
+bounds how many stay open and for how long.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from wattd.errors import SinkUnavailable
 from wattd.sinks.base import Sink
 from wattd.web.app import Dashboard, build_app
 from wattd.web.board import local_day_start
+from wattd.web.guard import (
+    LINGER_S,
+    MAX_LINE_BYTES,
+    ConnectionGuard,
+    GuardedSite,
+    ServerLog,
+)
 from wattd.web.history import energy_between
 from wattd.worker import run_blocking
 
@@ -52,6 +61,8 @@ class WebSink(Sink):
     def __init__(self, config: Config) -> None:
         self._config = config
         self.dashboard = Dashboard(config)
+        self.guard = ConnectionGuard(config.web)
+        self._server_log = ServerLog()
         self._runner: web.AppRunner | None = None
         self._bound: tuple[str, int] | None = None
         self._rebind = asyncio.Event()
@@ -104,6 +115,7 @@ class WebSink(Sink):
         old = self._config.web
         self._config = config
         self.dashboard.reconfigure(config)
+        self.guard.reconfigure(config.web)
         if (config.web.host, config.web.port) != (old.host, old.port):
             self._rebind.set()
 
@@ -115,6 +127,8 @@ class WebSink(Sink):
         """Open event streams and what the board took."""
         out = dict(self._stats)
         out["clients"] = float(self.dashboard.hub.clients)
+        out["streams_shed"] = float(self.dashboard.hub.shed)
+        out.update(self.guard.stats())
         out["port"] = float(self._bound[1]) if self._bound else 0.0
         return out
 
@@ -148,12 +162,20 @@ class WebSink(Sink):
 
     async def _bind(self, cfg: WebConfig) -> None:
         await self._unbind()
-        app = build_app(self.dashboard)
+        app = build_app(self.dashboard, self.guard)
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # Handed to each connection's aiohttp RequestHandler.
+            keepalive_timeout=cfg.idle_timeout_s,
+            max_line_size=MAX_LINE_BYTES,
+            max_field_size=MAX_LINE_BYTES,
+            lingering_time=LINGER_S,
+            logger=self._server_log,
         )
         await runner.setup()
-        site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+        site = GuardedSite(runner, cfg.host, cfg.port, self.guard)
         try:
             await site.start()
         except OSError as exc:

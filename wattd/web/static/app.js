@@ -48,27 +48,49 @@ function fmt(value, digits) {
   });
 }
 
+// Power, energy, current and money all take their decimals from this one
+// rule: enough for `sig` significant digits, within [minDigits, maxDigits].
+// Values side by side then read alike (0.0010 beside 0.0031, never 0.001),
+// and a small amount is not rounded away to 0.00.
+function decimalsFor(value, sig, minDigits, maxDigits) {
+  const v = Math.abs(Number(value));
+  if (!Number.isFinite(v) || v === 0) return minDigits;
+  const digits = sig - 1 - Math.floor(Math.log10(v));
+  return Math.min(maxDigits, Math.max(minDigits, digits));
+}
+
+function fmtSig(value, sig, minDigits, maxDigits) {
+  if (value === null || value === undefined) return "–";
+  return fmt(value, decimalsFor(value, sig, minDigits, maxDigits));
+}
+
 function fmtWatts(w) {
-  if (w === null || w === undefined) return "–";
-  return fmt(w, Math.abs(w) >= 100 ? 0 : 1);
+  return fmtSig(w, 3, 0, 1);
 }
 
 function fmtMoney(value, currency) {
   if (value === null || value === undefined) return "–";
   try {
-    // Small amounts (a meter's cost so far today) keep a few more digits.
-    const digits = Math.abs(value) < 1 ? 4 : 2;
+    const code = currency || "USD";
+    // The currency's own minor unit (2 for EUR, 0 for JPY) is the least shown.
+    const minor = new Intl.NumberFormat(undefined, { style: "currency", currency: code })
+      .resolvedOptions().maximumFractionDigits;
+    const digits = decimalsFor(value, 2, minor, 6);
     return new Intl.NumberFormat(undefined, {
-      style: "currency", currency: currency || "USD", maximumFractionDigits: digits,
+      style: "currency", currency: code, minimumFractionDigits: digits, maximumFractionDigits: digits,
     }).format(value);
   } catch (e) {
-    return fmt(value, 2) + " " + (currency || "");
+    return fmtSig(value, 2, 2, 6) + " " + (currency || "");
   }
 }
 
 function fmtEnergy(kwh) {
   if (kwh === null || kwh === undefined) return "–";
-  return Math.abs(kwh) < 1 ? fmt(kwh * 1000, 1) + " Wh" : fmt(kwh, 3) + " kWh";
+  return Math.abs(kwh) < 1 ? fmtSig(kwh * 1000, 3, 0, 3) + " Wh" : fmtSig(kwh, 4, 0, 3) + " kWh";
+}
+
+function fmtAmps(a) {
+  return fmtSig(a, 3, 0, 3);
 }
 
 function fmtAge(seconds) {
@@ -142,10 +164,18 @@ function render() {
   if (state.detail !== null) renderDetailValues();
 }
 
+function staleNote(total) {
+  if (!total.stale) return "";
+  return total.stale === 1 ? "1 stale meter not counted" : `${total.stale} stale meters not counted`;
+}
+
 function renderSummary() {
   const all = state.totals && state.totals.all;
   if (!all) return;
   setText(document.getElementById("total-watts"), fmtWatts(all.watts));
+  const stale = document.getElementById("total-stale");
+  setText(stale, staleNote(all));
+  stale.hidden = !all.stale;
   setText(document.getElementById("total-kwh"), fmtEnergy(all.kwh_today));
   const wrap = document.getElementById("total-cost-wrap");
   wrap.hidden = all.cost_today === null || all.cost_today === undefined;
@@ -248,7 +278,9 @@ function renderGroups(id, groups) {
   const names = Object.keys(groups || {}).sort();
   body.replaceChildren(...names.map((name) => {
     const g = groups[name];
-    return el("tr", {}, el("td", {}, name), el("td", {}, g.sensors), el("td", {}, fmtWatts(g.watts)),
+    const meters = g.stale ? `${g.sensors} (${g.stale} stale)` : String(g.sensors);
+    return el("tr", {}, el("td", {}, name), el("td", {}, meters),
+      el("td", { title: staleNote(g) }, fmtWatts(g.watts)),
       el("td", {}, fmtEnergy(g.kwh_today)), el("td", {}, g.cost_today === null ? "–" : fmtMoney(g.cost_today, g.currency)));
   }));
   body.closest("section").hidden = names.length === 0;
@@ -335,12 +367,14 @@ function renderDetailValues() {
   const box = document.getElementById("detail-values");
   if (!s) { box.replaceChildren(); return; }
   const items = [
-    ["watts", fmtWatts(s.watts) + " W"], ["VA", fmt(s.va, 1)], ["volts", fmt(s.vrms, 1) + " V"],
-    ["amps", fmt(s.irms, 3) + " A"], ["power factor", fmt(s.pf, 3)], ["today", fmtEnergy(s.kwh_today)],
+    ["watts", fmtWatts(s.watts) + " W"], ["VA", fmtWatts(s.va)], ["volts", fmt(s.vrms, 1) + " V"],
+    ["amps", fmtAmps(s.irms) + " A"], ["power factor", fmt(s.pf, 3)], ["today", fmtEnergy(s.kwh_today)],
     ["total", fmtEnergy(s.wh_total === undefined ? null : s.wh_total / 1000)],
     ["cost today", s.cost_today === undefined || s.cost_today === null ? "–" : fmtMoney(s.cost_today, s.currency)],
     ["signal", s.rssi_dbm === undefined || s.rssi_dbm === null ? "–" : s.rssi_dbm + " dBm"],
     ["port", s.port || "–"],
+    ["current zero", s.current_zero === undefined || s.current_zero === null ? "–"
+      : fmt(s.current_zero, 1) + " counts" + ((s.flags || []).includes("zero_estimated") ? " (estimated)" : "")],
   ];
   box.replaceChildren(...items.map(([k, v]) => el("div", {}, el("dt", {}, k), el("dd", {}, v))));
 }
@@ -362,7 +396,7 @@ async function loadWaveform() {
   }
 }
 
-function drawTrace(svg, values, zero, top, height, cls, xOf, label) {
+function drawTrace(svg, values, zero, zeroLabelText, top, height, cls, xOf, label) {
   let lo = Math.min(...values.slice(1), zero), hi = Math.max(...values.slice(1), zero);
   if (hi - lo < 10) { const mid = (hi + lo) / 2; lo = mid - 5; hi = mid + 5; }
   const pad = (hi - lo) * 0.08;
@@ -371,7 +405,7 @@ function drawTrace(svg, values, zero, top, height, cls, xOf, label) {
   svg.append(svgEl("line", { class: "axis", x1: 50, x2: 790, y1: top + height, y2: top + height }));
   svg.append(svgEl("line", { class: "zero", x1: 50, x2: 790, y1: yOf(zero), y2: yOf(zero) }));
   const zeroLabel = svgEl("text", { class: "label", x: 790, y: yOf(zero) - 4, "text-anchor": "end" });
-  zeroLabel.textContent = "zero " + fmt(zero, 1);
+  zeroLabel.textContent = zeroLabelText;
   svg.append(zeroLabel);
   for (const v of [hi - pad, lo + pad]) {
     const t = svgEl("text", { class: "label", x: 46, y: yOf(v) + 4, "text-anchor": "end" });
@@ -393,15 +427,19 @@ function drawWaveform(w) {
   svg.replaceChildren();
   const n = Math.max(w.voltage_counts.length, w.current_counts.length);
   const xOf = (i) => 60 + (i / Math.max(1, n - 1)) * 720;
-  drawTrace(svg, w.voltage_counts, w.voltage_zero, 24, 130, "voltage", xOf,
+  const vLabel = w.voltage_zero_source === "configured"
+    ? `zero ${fmt(w.voltage_zero, 1)} (configured)` : `midline ${fmt(w.voltage_zero, 1)} (estimated)`;
+  drawTrace(svg, w.voltage_counts, w.voltage_zero, vLabel, 24, 130, "voltage", xOf,
     `voltage AD${w.voltage_channel} (counts)`);
-  drawTrace(svg, w.current_counts, w.current_zero, 190, 130, "current", xOf,
+  const iLabel = `zero ${fmt(w.current_zero, 1)} (${w.current_zero_source})`;
+  drawTrace(svg, w.current_counts, w.current_zero, iLabel, 190, 130, "current", xOf,
     `current AD${w.current_channel} (counts)`);
   const interval = w.sample_interval_ms ? ` · ${fmt(w.sample_interval_ms, 3)} ms between samples` : "";
-  const mean = w.current_mean === null ? "" : ` · current mean ${fmt(w.current_mean, 2)} vs zero ${fmt(w.current_zero, 2)}`;
+  const mean = w.current_mean === null ? ""
+    : ` · current mean ${fmt(w.current_mean, 2)} vs zero ${fmt(w.current_zero, 2)} (${w.current_zero_source})`;
   setText(document.getElementById("waveform-info"),
     `frame of ${new Date(w.time_ms).toLocaleTimeString()} · ${n} samples${interval}${mean}`
-    + ` · ${fmt(w.watts, 1)} W, ${fmt(w.vrms, 1)} V, ${fmt(w.irms, 3)} A`);
+    + ` · ${fmtWatts(w.watts)} W, ${fmt(w.vrms, 1)} V, ${fmtAmps(w.irms)} A`);
 }
 
 async function loadDetailHistory() {
