@@ -35,9 +35,9 @@ from digi.xbee.io import IOLine
 from digi.xbee.packets.factory import build_frame
 from xbee.frame import APIFrame
 
-from wattd import power
-from wattd.frames import ApiMode, FrameDecoder, encode_frame
-from wattd.iosample import IoSampleFrame, encode_rx16_io
+from wattd.core import power
+from wattd.core.frames import ApiMode, FrameDecoder, encode_frame
+from wattd.core.iosample import IoSampleFrame, encode_rx16_io
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -227,7 +227,10 @@ def main(argv: list[str] | None = None) -> int:
         f" {speedup:.1f}x faster (target 3x: {verdict})"
     )
     if not has_power:
-        print("power maths not available: wattd.power.compute_power is not implemented")
+        print(
+            "power maths not available:"
+            " wattd.core.power.compute_power is not implemented"
+        )
     return 0
 
 

@@ -77,7 +77,7 @@ from tests.fixtures.services import (
     free_port,
     require_binary,
 )
-from wattd.simulate import MeterModel, Simulator, varied_meters
+from wattd.sources.simulate import MeterModel, Simulator, varied_meters
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.services import MissingBinary, VictoriaMetrics, running
 from wattd.config import Config, parse_config
-from wattd.lineprotocol import PointEncoder
-from wattd.readings import Reading
-from wattd.sinks.influx import STREAM, InfluxSink
-from wattd.spool import Spool
+from wattd.core.readings import Reading
+from wattd.sinks.influx.lineprotocol import PointEncoder
+from wattd.sinks.influx.sink import STREAM, InfluxSink
+from wattd.storage.spool import Spool
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SENSORS = 20

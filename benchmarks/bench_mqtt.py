@@ -5,7 +5,7 @@ Run by hand from the repository root (needs the ``mosquitto`` binary)::
     .venv/bin/python benchmarks/bench_mqtt.py [--readings 20000] [--json out.json]
 
 The script starts its own mosquitto on a free loopback port and, for each
-case, a fresh :class:`~wattd.sinks.mqtt.MqttSink` with its own spool file. The
+case, a fresh :class:`~wattd.sinks.mqtt.sink.MqttSink` with its own spool file. The
 readings are handed to ``write()`` in batches of 1000 (what the daemon's bus
 does when a sink falls behind) while ``run()`` publishes. A case ends when
 the sink has published every reading: for QoS 1 that means every PUBACK is in
@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.services import MissingBinary, Mosquitto, running
 from wattd.config import Config
-from wattd.readings import Reading
-from wattd.sinks.mqtt import MqttSink
+from wattd.core.readings import Reading
+from wattd.sinks.mqtt.sink import MqttSink
 
 BATCH = 1000
 

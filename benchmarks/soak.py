@@ -66,7 +66,7 @@ from bench_e2e import (
 
 from tests.fixtures.pty import SocatLink
 from tests.fixtures.services import MissingBinary, VictoriaMetrics, free_port
-from wattd.simulate import MeterModel, Simulator, varied_meters
+from wattd.sources.simulate import MeterModel, Simulator, varied_meters
 
 REJECT_RESULTS = ("bad_checksum", "bad_length", "truncated", "bad_payload", "encrypted")
 

@@ -11,16 +11,12 @@ from typing import Any
 import pytest
 
 from tests.fixtures.influx import FakeInflux
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.services import Influxd, MissingBinary, Mosquitto, VictoriaMetrics
-from wattd.logsetup import WattdHandler
+from wattd.support.logsetup import WattdHandler
 
-CAPTURES = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared"
-    / "data"
-    / "tweetawatt-captures"
-)
+CAPTURES = REPO_ROOT.parent / "shared" / "data" / "tweetawatt-captures"
 
 
 @contextlib.contextmanager

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO_ROOT
 from wattd.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 README = ROOT / "README.md"
 SERVICE = "Running as a service"
 WATTD = {None: ".venv/bin/wattd", SERVICE: "/opt/wattd/bin/wattd"}

@@ -14,9 +14,10 @@ from types import ModuleType
 
 import pytest
 
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.services import require_binary
 
-SOAK = Path(__file__).resolve().parents[1] / "benchmarks" / "soak.py"
+SOAK = REPO_ROOT / "benchmarks" / "soak.py"
 
 
 def load_soak() -> ModuleType:

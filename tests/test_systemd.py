@@ -23,14 +23,15 @@ from tests.fixtures.daemon import (
     unit_environment,
     write_config,
 )
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.pty import Pty
 from wattd.cli._args import EXIT_CONFIG
 from wattd.config import WebConfig
-from wattd.sdnotify import SdNotifier
-from wattd.simulate import MeterModel, ResistiveLoad, Simulator
-from wattd.web.guard import BACKLOG, FD_RESERVE
+from wattd.daemon.sdnotify import SdNotifier
+from wattd.sinks.web.guard import BACKLOG, FD_RESERVE
+from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
 
-UNIT = Path(__file__).resolve().parents[1] / "systemd" / "wattd.service"
+UNIT = REPO_ROOT / "systemd" / "wattd.service"
 
 
 def systemd_analyze() -> str:
@@ -180,7 +181,7 @@ def test_notify_failure_is_logged_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     n = SdNotifier({"NOTIFY_SOCKET": str(tmp_path / "nobody-listens")})
-    with caplog.at_level(logging.WARNING, logger="wattd.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="wattd.daemon.sdnotify"):
         assert not n.watchdog()
         assert not n.watchdog()
     n.close()

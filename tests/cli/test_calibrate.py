@@ -13,18 +13,19 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.fixtures.daemon import MeterFeed
+from tests.fixtures.paths import REPO_ROOT
 from wattd.cli import main
 from wattd.cli.calibrate import read_port_frames, write_sensor_values
 from wattd.config import load_config
 from wattd.errors import CalibrationError, ConfigError
-from wattd.recording import RecordingWriter
-from wattd.simulate import IDLE, Load, MeterModel, ResistiveLoad, Simulator
+from wattd.sources.recording import RecordingWriter
 from wattd.sources.serial import open_port
+from wattd.sources.simulate import IDLE, Load, MeterModel, ResistiveLoad, Simulator
 
 if TYPE_CHECKING:
     from tests.fixtures.pty import Pty
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 CONFIG = """\
 # site config, edited by hand

@@ -5,9 +5,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.paths import REPO_ROOT
 from wattd.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "wattd.example.yaml"
+EXAMPLE = REPO_ROOT / "config" / "wattd.example.yaml"
 
 
 def test_valid_config_prints_the_effective_config(

@@ -13,7 +13,7 @@ import pytest
 
 from wattd.cli import main
 from wattd.config import load_config
-from wattd.store import Store
+from wattd.storage.store import Store
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.services import Mosquitto, TestCa, mosquitto_password_file
 from wattd.cli import main
 from wattd.config import Config
-from wattd.sinks.mqtt import MqttSink
+from wattd.sinks.mqtt.sink import MqttSink
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.test_store import series
+from tests.storage.test_store import series
 from wattd.cli import main
 from wattd.cli.query import UsageError, parse_time
-from wattd.store import Store, to_ns
+from wattd.storage.store import Store, to_ns
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.pty import Pty
 from wattd.cli.record import record_port
+from wattd.core.frames import FrameDecoder
+from wattd.core.iosample import IoSampleFrame
 from wattd.errors import CaptureError, SerialPortGone
-from wattd.frames import FrameDecoder
-from wattd.iosample import IoSampleFrame
-from wattd.recording import RecordingWriter, load_capture
-from wattd.simulate import Simulator, varied_meters
+from wattd.sources.recording import RecordingWriter, load_capture
 from wattd.sources.serial import open_port
+from wattd.sources.simulate import Simulator, varied_meters
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def sim_frames(n: int, *, mode: int = 1, seed: int = 3) -> list[bytes]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wattd.recording import RecordingWriter
-from wattd.simulate import MeterModel, ResistiveLoad, Simulator, SmpsLoad
+from wattd.sources.recording import RecordingWriter
+from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator, SmpsLoad
 
 REQUIRED = {
     "time",

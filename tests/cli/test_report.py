@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from wattd.cli import main
-from wattd.readings import Reading
+from wattd.core.readings import Reading
 
 CONFIG = """\
 state_dir: {state}

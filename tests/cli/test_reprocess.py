@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from tests.test_reprocess import compute, meters, record, simulate
+from tests.ops.test_reprocess import compute, meters, record, simulate
 from wattd.cli import main
-from wattd.store import WRITER_HEARTBEAT_KEY, Store
+from wattd.storage.store import WRITER_HEARTBEAT_KEY, Store
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

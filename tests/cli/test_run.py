@@ -15,8 +15,8 @@ from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write
 from tests.fixtures.pty import Pty
 from wattd.cli._args import EXIT_CONFIG
 from wattd.errors import StoreError
-from wattd.simulate import MeterModel, ResistiveLoad, Simulator
-from wattd.store import Store, StoredReading
+from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
+from wattd.storage.store import Store, StoredReading
 
 pytestmark = pytest.mark.slow
 

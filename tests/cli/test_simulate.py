@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.paths import REPO_ROOT
 from wattd.cli import build_parser
 from wattd.cli.simulate import build_meters, handle
+from wattd.core.frames import FrameDecoder
+from wattd.core.iosample import IoSampleFrame
 from wattd.errors import ConfigError
-from wattd.frames import FrameDecoder
-from wattd.iosample import IoSampleFrame
-from wattd.recording import load_capture
-from wattd.simulate import Simulator, parse_meter_spec
+from wattd.sources.recording import load_capture
+from wattd.sources.simulate import Simulator, parse_meter_spec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO_ROOT
 
 
 def wattd(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:

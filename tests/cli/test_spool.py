@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
-from tests.sinks.test_influx import (
+from tests.sinks.influx.test_sink import (
     export,
     reading,
     running,
@@ -23,9 +23,9 @@ from tests.sinks.test_influx import (
 )
 from wattd.cli import main
 from wattd.config import load_config
-from wattd.lineprotocol import PointEncoder
-from wattd.sinks.influx import STREAM, InfluxSink
-from wattd.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
+from wattd.sinks.influx.lineprotocol import PointEncoder
+from wattd.sinks.influx.sink import STREAM, InfluxSink
+from wattd.storage.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
 
 if TYPE_CHECKING:
     from pathlib import Path

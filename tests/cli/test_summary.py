@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_report import CONFIG, write_readings
-from tests.publishers.recorder import RecordingServer
+from tests.sinks.summaries.publishers.recorder import RecordingServer
 from wattd.cli import main
 
 SUMMARY = """\

@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from wattd.bus import SinkChannel
 from wattd.config import Config, StoreConfig
+from wattd.core.readings import FrameRecord, Reading
+from wattd.daemon.bus import SinkChannel
 from wattd.errors import SinkUnavailable
-from wattd.readings import FrameRecord, Reading
 from wattd.sinks.sqlite import SqliteSink
-from wattd.store import WRITER_HEARTBEAT_KEY, Store, to_ns
+from wattd.storage.store import WRITER_HEARTBEAT_KEY, Store, to_ns
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -8,17 +8,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from wattd.core.frames import FrameDecoder
+from wattd.core.iosample import IoSampleFrame
 from wattd.errors import CaptureError, ConfigError
-from wattd.frames import FrameDecoder
-from wattd.iosample import IoSampleFrame
-from wattd.recording import (
+from wattd.sources.recording import (
     RAW_FRAME_INTERVAL_S,
     RecordingWriter,
     load_capture,
     wall_to_ns,
 )
-from wattd.simulate import Simulator, varied_meters
 from wattd.sources.replay import ReplayChunk, default_speed, replay_capture, replay_file
+from wattd.sources.simulate import Simulator, varied_meters
 
 if TYPE_CHECKING:
     from pathlib import Path

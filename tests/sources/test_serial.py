@@ -13,8 +13,8 @@ import pytest
 
 from tests.fixtures.pty import Pty, SocatLink
 from wattd.config import PortConfig
-from wattd.frames import FrameDecoder, encode_frame
-from wattd.iosample import IoSampleFrame, encode_rx16_io
+from wattd.core.frames import FrameDecoder, encode_frame
+from wattd.core.iosample import IoSampleFrame, encode_rx16_io
 from wattd.sources.serial import Chunk, SerialSource, describe_open_error
 
 if TYPE_CHECKING:

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from wattd.logsetup import setup_logging
+    from wattd.support.logsetup import setup_logging
 
     setup_logging(args.log_level or "info", reconfigure=False)
     try:

@@ -4,7 +4,7 @@ Frames come from a live port (``--port``; the daemon must not hold it) or from a
 capture (``--capture``: a ``wattd record`` recording or raw bytes). Without
 ``--reference-watts`` the meter must have nothing plugged in and the current
 zero is measured; with it, a known resistive load is plugged in and the gains
-are fitted (see :mod:`wattd.calibrate`). ``--write`` edits the sensor's entry
+are fitted (see :mod:`wattd.core.calibrate`). ``--write`` edits the sensor's entry
 in the config file in place, keeping comments and layout.
 """
 
@@ -35,11 +35,11 @@ from wattd.errors import CalibrationError, ConfigError, SerialPortGone
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from wattd.calibrate import GainEstimate, ZeroEstimate
     from wattd.config import Config, SensorConfig
-    from wattd.iosample import IoSampleFrame
+    from wattd.core.calibrate import GainEstimate, ZeroEstimate
+    from wattd.core.iosample import IoSampleFrame
 
-log = logging.getLogger("wattd.calibrate")
+log = logging.getLogger("wattd.core.calibrate")
 
 BAUD_RATES: Final = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
 DEFAULT_FRAMES: Final = 30
@@ -214,9 +214,9 @@ def frames_from_capture(
     Raises:
         CaptureError: the file is unreadable or holds no XBee frames.
     """
-    from wattd.frames import FrameDecoder
-    from wattd.iosample import IoSampleFrame
-    from wattd.recording import load_capture
+    from wattd.core.frames import FrameDecoder
+    from wattd.core.iosample import IoSampleFrame
+    from wattd.sources.recording import load_capture
 
     capture = load_capture(path)
     decoder = FrameDecoder(api_mode or capture.api_mode)
@@ -268,8 +268,8 @@ async def read_port_frames(
         SerialPortGone: the port cannot be opened or vanished.
         CalibrationError: no frame of the sensor arrived at all.
     """
-    from wattd.frames import FrameDecoder
-    from wattd.iosample import IoSampleFrame
+    from wattd.core.frames import FrameDecoder
+    from wattd.core.iosample import IoSampleFrame
     from wattd.sources.serial import describe_open_error, open_port
 
     try:
@@ -343,7 +343,7 @@ def compute(
     config: Config | None,
 ) -> ZeroEstimate | GainEstimate:
     """Run the estimate the arguments ask for."""
-    from wattd.calibrate import estimate_gains, estimate_zero, sensor_samples
+    from wattd.core.calibrate import estimate_gains, estimate_zero, sensor_samples
 
     samples = sensor_samples(
         frames,
@@ -378,7 +378,7 @@ def compute(
 
 def config_values(result: ZeroEstimate | GainEstimate) -> dict[str, float]:
     """The sensor config keys to write, rounded to sensible digits."""
-    from wattd.calibrate import ZeroEstimate
+    from wattd.core.calibrate import ZeroEstimate
 
     raw: dict[str, float | None]
     if isinstance(result, ZeroEstimate):
@@ -396,7 +396,7 @@ def describe(
     result: ZeroEstimate | GainEstimate, sensor_cfg: SensorConfig, *, source: str
 ) -> str:
     """Human-readable result, with the config's current values for comparison."""
-    from wattd.calibrate import ZeroEstimate
+    from wattd.core.calibrate import ZeroEstimate
 
     lines: list[str] = []
     if isinstance(result, ZeroEstimate):
@@ -457,7 +457,7 @@ def result_json(
     """The result as JSON-ready data (``config`` holds the values --write uses)."""
     import dataclasses
 
-    from wattd.calibrate import ZeroEstimate
+    from wattd.core.calibrate import ZeroEstimate
 
     data = {
         k: (None if isinstance(v, float) and not math.isfinite(v) else v)

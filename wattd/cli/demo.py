@@ -2,7 +2,7 @@
 
 Nothing is faked on the daemon side: the simulator writes Tweet-a-Watt radio
 frames to a pty exactly as a USB XBee would deliver them, and the same
-:class:`~wattd.supervisor.Supervisor` that ``wattd run`` uses opens that pty,
+:class:`~wattd.daemon.supervisor.Supervisor` that ``wattd run`` uses opens that pty,
 decodes, computes power and energy and stores everything in SQLite. The table
 shows what the daemon measured next to what the simulated loads really draw.
 """
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from wattd.config import Config
-    from wattd.simulate import MeterModel, SimFrame, SimPty
+    from wattd.sources.simulate import MeterModel, SimFrame, SimPty
 
 log = logging.getLogger("wattd")
 
@@ -117,7 +117,7 @@ def demo_command(args: argparse.Namespace) -> int:
     if args.speed <= 0:
         raise ConfigError(f"--speed must be > 0, got {args.speed:g}")
     if args.log_level is None and sys.stdout.isatty():
-        from wattd.logsetup import setup_logging
+        from wattd.support.logsetup import setup_logging
 
         # The table already shows frame health; warnings about line noise
         # would only scroll it away.
@@ -151,7 +151,7 @@ def _state_dir(args: argparse.Namespace) -> Iterator[Path]:
 
 def demo_meters(count: int, seed: int) -> list[MeterModel]:
     """A varied, recognisable set of simulated meters."""
-    from wattd.simulate import (
+    from wattd.sources.simulate import (
         IDLE,
         InductiveLoad,
         Load,
@@ -216,17 +216,17 @@ def demo_config(meters: list[MeterModel], device: str, state_dir: Path) -> Confi
 
 
 async def _demo(args: argparse.Namespace, state_dir: Path) -> None:
-    from wattd.simulate import open_pty
+    from wattd.sources.simulate import open_pty
 
     with open_pty() as pty:
         await _demo_on(pty, args, state_dir)
 
 
 async def _demo_on(pty: SimPty, args: argparse.Namespace, state_dir: Path) -> None:
+    from wattd.cli.console import LiveConsole, render
     from wattd.config import dump_effective
-    from wattd.console import LiveConsole, render
-    from wattd.simulate import Simulator, run_on_pty
-    from wattd.supervisor import Supervisor
+    from wattd.daemon.supervisor import Supervisor
+    from wattd.sources.simulate import Simulator, run_on_pty
 
     device = pty.path
     meters = demo_meters(args.meters, args.seed)

@@ -18,15 +18,15 @@ import aiomqtt
 
 from wattd.cli import EXIT_ERROR, EXIT_OK
 from wattd.cli._args import add_config, config_path
-from wattd.config import load_config
-from wattd.errors import SinkAuthError, SinkError, SinkRejected
-from wattd.hass import Topics
-from wattd.mqttclient import (
+from wattd.clients.mqtt import (
     build_tls_context,
     describe_error,
     make_client,
     reason_code,
 )
+from wattd.clients.topics import Topics
+from wattd.config import load_config
+from wattd.errors import SinkAuthError, SinkError, SinkRejected
 
 if TYPE_CHECKING:
     import argparse

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from wattd.config import Config
-    from wattd.store import Rollup, Store, StoredReading
+    from wattd.storage.store import Rollup, Store, StoredReading
 
 DEFAULT_LAST: Final = 10
 _UNITS_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -215,7 +215,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def query_command(args: argparse.Namespace) -> int:
     """Run ``wattd query``."""
-    from wattd.store import Store
+    from wattd.storage.store import Store
 
     if args.to is not None and args.from_ is None:
         print("wattd query: --to needs --from", file=sys.stderr)
@@ -257,7 +257,7 @@ def _emit(
     """Write the selection to ``out``; returns the number of rows."""
     ranged = args.from_ is not None
     if ranged:
-        from wattd.store import to_ns
+        from wattd.storage.store import to_ns
 
         start = to_ns(parse_time(args.from_, now=now))
         end = to_ns(parse_time(args.to, now=now)) if args.to else to_ns(now)

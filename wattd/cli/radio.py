@@ -13,7 +13,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from wattd.cli import EXIT_OK
-from wattd.radio import (
+from wattd.ops.radio import (
     DEFAULT_BAUD,
     DEFAULT_CHANNEL,
     DEFAULT_PAN_ID,
@@ -30,7 +30,7 @@ from wattd.radio import (
 )
 
 if TYPE_CHECKING:
-    from wattd.radio import Change, Radio
+    from wattd.ops.radio import Change, Radio
 
 
 def _hex(text: str) -> int:

@@ -16,7 +16,7 @@ from wattd.cli._args import positive_float
 from wattd.cli._invocation import wattd_command
 from wattd.cli._signals import on_stop_signals
 from wattd.errors import CaptureError, SerialPortGone
-from wattd.recording import RecordingWriter
+from wattd.sources.recording import RecordingWriter
 from wattd.sources.serial import describe_open_error, open_port
 
 if TYPE_CHECKING:

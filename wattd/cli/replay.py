@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from wattd.cli._invocation import wattd_command
-from wattd.config import Config, load_config
+from wattd.cli.output import ReadingWriter
+from wattd.config import Config, load_config, pipeline_settings
+from wattd.core.frames import (
+    FrameDecoder,
+    FrameRejected,
+    IoSampleFrame,
+    ModemStatusFrame,
+)
+from wattd.core.pipeline import ReadingPipeline
 from wattd.errors import CaptureError
-from wattd.frames import FrameDecoder, FrameRejected, IoSampleFrame, ModemStatusFrame
-from wattd.output import ReadingWriter
-from wattd.pipeline import ReadingPipeline
-from wattd.recording import DETECT_LIMIT_BYTES, detect_api_mode, load_capture
+from wattd.sources.recording import DETECT_LIMIT_BYTES, detect_api_mode, load_capture
 from wattd.sources.replay import ReplayChunk, replay_capture
 
 log = logging.getLogger("wattd.replay")
@@ -87,7 +92,7 @@ class Replay:
     def __init__(
         self, config: Config, writer: ReadingWriter, only: list[int] | None
     ) -> None:
-        self.pipeline = ReadingPipeline(config)
+        self.pipeline = ReadingPipeline(pipeline_settings(config))
         self.config = config
         self.writer = writer
         self.only = set(only) if only else None

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from wattd.config import Config
-    from wattd.cost import EnergyInterval
-    from wattd.report import Report
+    from wattd.costing.cost import EnergyInterval
+    from wattd.costing.report.engine import Report
 
 __all__ = ["parse_when", "register"]
 
@@ -99,8 +99,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def report_command(args: argparse.Namespace) -> int:
     """Build and print (or write) the report."""
     from wattd.config import load_config
-    from wattd.report import build_report, period_range
-    from wattd.tariff import TariffBook
+    from wattd.costing.report.engine import build_report, period_range
+    from wattd.costing.tariff import TariffBook
 
     config = load_config(config_path(args))
     tz = TariffBook(config).timezone
@@ -138,8 +138,8 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def _render(report: Report, fmt: str, only: list[str]) -> str:
-    from wattd.report_html import render_html
-    from wattd.report_text import render_csv, render_json, render_table
+    from wattd.costing.report.html import render_html
+    from wattd.costing.report.text import render_csv, render_json, render_table
 
     if fmt == "csv":
         return render_csv(report)
@@ -155,12 +155,12 @@ def _intervals(
     config: Config, readings: Path | None, start: datetime, end: datetime
 ) -> Iterator[Iterable[EnergyInterval]]:
     """The energy source, streamed: the store stays open while the report reads."""
-    from wattd.report import intervals_from_jsonl, intervals_from_store
+    from wattd.storage.intervals import intervals_from_jsonl, intervals_from_store
 
     if readings is not None:
         yield intervals_from_jsonl(readings)
         return
-    from wattd.store import Store
+    from wattd.storage.store import Store
 
     store = Store.open(config.store_path, readonly=True)
     try:
@@ -178,7 +178,7 @@ def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime
     Raises:
         TariffError: the text is not a date or time.
     """
-    from wattd.tariff import wall_to_utc
+    from wattd.support.clock import wall_to_utc
 
     value = text.strip()
     try:

@@ -20,7 +20,7 @@ from wattd.errors import ConfigError
 if TYPE_CHECKING:
     import argparse
 
-    from wattd.reprocess import ReprocessSummary
+    from wattd.ops.reprocess import ReprocessSummary
 
 
 _NOTICEABLE_WH: Final = 0.0005
@@ -54,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def reprocess_command(args: argparse.Namespace) -> int:
     """Run ``wattd reprocess``."""
     # Imported here so `wattd --help` stays fast.
-    from wattd.reprocess import reprocess
-    from wattd.store import Store, to_ns
+    from wattd.ops.reprocess import reprocess
+    from wattd.storage.store import Store, to_ns
 
     config, path = load_for_store(args)
     if config is None:
@@ -90,7 +90,7 @@ def reprocess_command(args: argparse.Namespace) -> int:
 
 def print_summary(summary: ReprocessSummary, out: TextIO) -> None:
     """The human report: range, frames, and per sensor before/after."""
-    from wattd.store import from_ns
+    from wattd.storage.store import from_ns
 
     def local(time_ns: int) -> str:
         return from_ns(time_ns).astimezone().strftime("%Y-%m-%d %H:%M %Z")

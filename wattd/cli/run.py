@@ -40,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_command(args: argparse.Namespace) -> int:
     """Load the config and run the supervisor until a stop signal."""
     from wattd.config import load_config
-    from wattd.logsetup import setup_logging
-    from wattd.supervisor import Supervisor
+    from wattd.daemon.supervisor import Supervisor
+    from wattd.support.logsetup import setup_logging
 
     path = config_path(args)
     try:

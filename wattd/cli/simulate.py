@@ -15,8 +15,8 @@ from typing import IO, TYPE_CHECKING
 from wattd.cli import EXIT_OK, EXIT_USAGE
 from wattd.cli._signals import on_stop_signals
 from wattd.errors import ConfigError
-from wattd.recording import RecordingWriter, wall_to_ns
-from wattd.simulate import (
+from wattd.sources.recording import RecordingWriter, wall_to_ns
+from wattd.sources.simulate import (
     METER_SPEC_HELP,
     MeterModel,
     MeterSpec,
@@ -33,7 +33,7 @@ from wattd.simulate import (
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-log = logging.getLogger("wattd.simulate")
+log = logging.getLogger("wattd.sources.simulate")
 
 DEFAULT_METERS = 3
 _RAW_SUFFIXES = (".bin", ".raw")

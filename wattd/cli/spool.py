@@ -24,7 +24,7 @@ from wattd.cli.query import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from wattd.spool import DeadLetter, Spool, StreamStats
+    from wattd.storage.spool import DeadLetter, Spool, StreamStats
 
 __all__ = ["register"]
 
@@ -181,7 +181,7 @@ def _with_spool(
         SpoolError: the spool file is missing, unreadable, damaged or locked.
     """
     from wattd.config import load_config
-    from wattd.spool import Spool
+    from wattd.storage.spool import Spool
 
     config = load_config(config_path(args))
     try:

@@ -14,7 +14,7 @@ from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from wattd.cli._args import add_config, config_path
 
 if TYPE_CHECKING:
-    from wattd.cost import EnergyInterval
+    from wattd.costing.cost import EnergyInterval
 
 __all__ = ["register"]
 
@@ -68,8 +68,8 @@ def summary_command(args: argparse.Namespace) -> int:
     """Compose, then print or post."""
     from wattd.cli.report import parse_when
     from wattd.config import load_config
-    from wattd.report import intervals_from_jsonl
-    from wattd.summary import SummaryService
+    from wattd.sinks.summaries.service import SummaryService
+    from wattd.storage.intervals import intervals_from_jsonl
 
     config = load_config(config_path(args))
     if not config.summaries:

@@ -41,6 +41,7 @@ from wattd.config.cost import (
 )
 from wattd.config.loading import dump_effective, load_config, parse_config
 from wattd.config.model import Config, SensorMeta
+from wattd.config.pipeline import pipeline_settings
 from wattd.config.sinks import (
     DiscoveryConfig,
     InfluxConfig,
@@ -81,4 +82,5 @@ __all__ = [
     "is_loopback_host",
     "load_config",
     "parse_config",
+    "pipeline_settings",
 ]

@@ -8,7 +8,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from wattd.config.base import AdcChannel, Address, _Model
-from wattd.power import DEFAULT_COUNTS_PER_AMP, DEFAULT_CURRENT_ZERO, Calibration
+from wattd.core.power import DEFAULT_COUNTS_PER_AMP, DEFAULT_CURRENT_ZERO, Calibration
 
 
 class MainsConfig(_Model):
@@ -60,6 +60,20 @@ class SensorConfig(_Model):
     def display_name(self) -> str:
         """The configured name, or ``sensor-<address>``."""
         return self.name or f"sensor-{self.address}"
+
+    @property
+    def current_zero_configured(self) -> bool:
+        """Whether the entry sets ``current_zero`` (else it is estimated)."""
+        return "current_zero" in self.model_fields_set
+
+    @property
+    def estimates_zero(self) -> bool:
+        """Whether the current zero comes from the waveform, not the config.
+
+        The legacy method keeps the configured (or default) zero: it exists to
+        reproduce old figures.
+        """
+        return not self.current_zero_configured and self.mode != "legacy"
 
     def calibration(self, mains: MainsConfig) -> Calibration:
         """Turn this sensor's settings into the power maths' calibration."""

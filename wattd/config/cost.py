@@ -26,6 +26,8 @@ from wattd.config.base import (
     _require_secrets,
 )
 from wattd.config.redact import shown
+from wattd.config.templates import check_template
+from wattd.support.cron import CronSchedule
 
 DaySpec = Literal[
     "all",
@@ -398,8 +400,6 @@ class SummaryConfig(_Model):
     @classmethod
     def _check_schedule(cls, value: str | None) -> str | None:
         if value is not None:
-            from wattd.schedule import CronSchedule  # here: avoids an import cycle
-
             CronSchedule.parse(value)
         return value
 
@@ -407,8 +407,6 @@ class SummaryConfig(_Model):
     @classmethod
     def _check_template(cls, value: str | None) -> str | None:
         if value is not None:
-            from wattd.summary import check_template  # here: avoids an import cycle
-
             check_template(value)
         return value
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from wattd.config import Config
-    from wattd.readings import FrameRecord, Reading
-    from wattd.snapshot import DaemonSnapshot
+    from wattd.core.readings import FrameRecord, Reading
+    from wattd.core.snapshot import DaemonSnapshot
 
 
 class Sink(abc.ABC):
@@ -49,7 +49,7 @@ class Sink(abc.ABC):
         """Receive the daemon's status provider (optional hook).
 
         Called once, before :meth:`start`. Calling ``snapshot()`` is cheap and
-        returns the current :class:`~wattd.snapshot.DaemonSnapshot` (ports,
+        returns the current :class:`~wattd.core.snapshot.DaemonSnapshot` (ports,
         sinks, sensors); the web dashboard and metrics use it.
         """
 
@@ -82,3 +82,29 @@ class Sink(abc.ABC):
     def stats(self) -> dict[str, float]:
         """Sink-specific health figures (backlog, spool depth, errors...)."""
         return {}
+
+
+class CommitListener(Protocol):
+    """What a store sink reports to: its commits and its failures."""
+
+    @property
+    def waiting(self) -> int:
+        """Readings that other sinks wait to get until the store commits them."""
+        ...
+
+    def committed(self, last: Reading | None) -> None:
+        """A write succeeded; ``last`` is the last reading it held (if any)."""
+        ...
+
+    def failed(self) -> None:
+        """A write failed; the readings it held are not durable."""
+        ...
+
+
+@runtime_checkable
+class RecordsReadings(Protocol):
+    """A sink that is the system of record (the SQLite store)."""
+
+    def set_commit_listener(self, listener: CommitListener | None) -> None:
+        """Report commits and failures to ``listener`` (None: to nobody)."""
+        ...

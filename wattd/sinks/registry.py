@@ -1,10 +1,10 @@
 """Which sinks a config turns on, and how each is built.
 
 One line per sink in :data:`SINKS`: the config section whose ``enabled`` key
-turns the sink on, and the import path of a callable that takes the
-:class:`~wattd.config.Config` and returns the sink. The import happens only when
-the sink is enabled, so a daemon that only stores locally never imports the
-MQTT or InfluxDB client libraries.
+turns the sink on, and a factory that takes the :class:`~wattd.config.Config`
+and returns the sink. Each factory imports its sink inside the function, so a
+daemon that only stores locally never imports the MQTT or InfluxDB client
+libraries, while mypy and the import contracts still see every edge.
 
 Constructors must be cheap and do no IO (open files and connections in
 :meth:`~wattd.sinks.base.Sink.start`): on a reload the registry builds the
@@ -15,8 +15,7 @@ that stays enabled, discarding the fresh one unstarted.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 from wattd.errors import ConfigError
 
@@ -33,9 +32,8 @@ class SinkEntry:
 
     section: str
     """The config section that configures it; its ``enabled`` key turns it on."""
-    factory: str
-    """``module:attr`` (``attr`` may be dotted, e.g. ``Cls.from_config``); the
-    callable takes the Config and returns a Sink."""
+    factory: Callable[[Config], Sink]
+    """Takes the Config and returns a Sink; imports the sink's module itself."""
     enabled: Callable[[Config], bool] | None = None
     """Overrides the ``<section>.enabled`` test, for sinks without that key."""
 
@@ -46,17 +44,42 @@ class SinkEntry:
         return bool(getattr(getattr(config, self.section), "enabled", False))
 
 
-# One line per sink: SinkEntry("<config section>", "<module>:<factory>").
+def _store(config: Config) -> Sink:
+    from wattd.sinks.sqlite import SqliteSink
+
+    return SqliteSink(config)
+
+
+def _influxdb(config: Config) -> Sink:
+    from wattd.sinks.influx.sink import InfluxSink
+
+    return InfluxSink(config)
+
+
+def _mqtt(config: Config) -> Sink:
+    from wattd.sinks.mqtt.sink import MqttSink
+
+    return MqttSink(config)
+
+
+def _web(config: Config) -> Sink:
+    from wattd.sinks.web.sink import WebSink
+
+    return WebSink(config)
+
+
+def _summaries(config: Config) -> Sink:
+    from wattd.sinks.summaries.sink import SummarySink
+
+    return SummarySink(config)
+
+
 SINKS: Final[tuple[SinkEntry, ...]] = (
-    SinkEntry("store", "wattd.sinks.sqlite:SqliteSink"),
-    SinkEntry("influxdb", "wattd.sinks.influx:InfluxSink"),
-    SinkEntry("mqtt", "wattd.sinks.mqtt:MqttSink"),
-    SinkEntry("web", "wattd.sinks.web:WebSink"),
-    SinkEntry(
-        "summaries",
-        "wattd.sinks.summaries:SummarySink",
-        enabled=lambda config: bool(config.summaries),
-    ),
+    SinkEntry("store", _store),
+    SinkEntry("influxdb", _influxdb),
+    SinkEntry("mqtt", _mqtt),
+    SinkEntry("web", _web),
+    SinkEntry("summaries", _summaries, enabled=lambda config: bool(config.summaries)),
 )
 
 
@@ -75,18 +98,15 @@ def build_sinks(config: Config) -> list[Sink]:
 
 
 def _build(entry: SinkEntry, config: Config) -> Sink:
-    module_name, _, attr = entry.factory.partition(":")
     try:
-        factory: object = importlib.import_module(module_name)
-        for part in attr.split("."):
-            factory = getattr(factory, part)
-    except (ImportError, AttributeError) as exc:
+        return entry.factory(config)
+    except ImportError as exc:
+        # A library missing from this install (a trimmed venv, a distro package).
         raise ConfigError(
             f"the {entry.section} sink is enabled but cannot be loaded ({exc});"
             f" set {entry.section}.enabled: false or reinstall wattd",
             key=f"{entry.section}.enabled",
         ) from None
-    return cast("Callable[[Config], Sink]", factory)(config)
 
 
 __all__ = ["SINKS", "SinkEntry", "build_sinks", "enabled_entries"]

@@ -6,7 +6,7 @@ buffered briefly and written together in one transaction when ``batch_size``
 items are waiting, every ``flush_interval_s`` and at shutdown.
 
 In the daemon the other sinks get a reading only once it is committed here
-(:mod:`wattd.handoff`), so while readings wait for that, they are written as
+(:mod:`wattd.daemon.handoff`), so while readings wait for that, they are written as
 soon as they arrive, at most every :data:`COMMIT_SPACING_S`: readings that
 come in meanwhile share the next transaction. That keeps the hand-off within
 tens of milliseconds and the number of transactions bounded under load. A
@@ -31,23 +31,23 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Final, ParamSpec, TypeVar
 
-from wattd.bus import LogThrottle
 from wattd.errors import SinkUnavailable, StoreCorrupt, StoreError
 from wattd.sinks.base import Sink
-from wattd.store import (
+from wattd.storage.store import (
     DEFAULT_BUSY_TIMEOUT_S,
     WRITER_HEARTBEAT_KEY,
     RetentionResult,
     Store,
 )
+from wattd.support.throttle import LogThrottle
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from wattd.config import Config
-    from wattd.handoff import CommitListener
-    from wattd.readings import FrameRecord, Reading
+    from wattd.core.readings import FrameRecord, Reading
+    from wattd.sinks.base import CommitListener
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ should use, whatever the replay speed.
   recorded time. Default speed 1 (real time).
 * Raw captures carry no timing. They get a synthetic clock (one frame per
   sensor every 2.08 s from ``start_wall``, see
-  :func:`wattd.recording.split_raw_capture`). Default speed 0.
+  :func:`wattd.sources.recording.split_raw_capture`). Default speed 0.
 
 Speed 1 waits out the recorded gaps, N is N times faster, 0 is as fast as the
 consumer takes the chunks. A consumer that falls behind is not waited for: the
@@ -22,7 +22,7 @@ import time
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wattd.errors import ConfigError
-from wattd.recording import RAW_FRAME_INTERVAL_S, Capture, load_capture
+from wattd.sources.recording import RAW_FRAME_INTERVAL_S, Capture, load_capture
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable

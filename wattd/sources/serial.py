@@ -7,7 +7,7 @@ gives up: a device that is missing at start or vanishes mid-stream (USB unplug)
 is logged once per outage and reopened with a short, capped backoff. The cap is
 what bounds how long after replugging reading resumes.
 
-Framing is not done here: the bytes go to a :class:`wattd.frames.FrameDecoder`
+Framing is not done here: the bytes go to a :class:`wattd.core.frames.FrameDecoder`
 held by the caller, which also copes with frames split across reads. Each
 successful open bumps :attr:`Chunk.connection`, so the caller can drop a partial
 frame left over from before an unplug.

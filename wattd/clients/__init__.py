@@ -1,0 +1,1 @@
+"""Connections to services outside wattd, shared by sinks and commands."""

@@ -1,0 +1,1 @@
+"""Energy cost: tariffs, pricing, schedules, live cost and reports."""

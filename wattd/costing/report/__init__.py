@@ -1,0 +1,1 @@
+"""Cost reports: the engine and its text and HTML renderings."""

@@ -1,0 +1,453 @@
+"""Tariffs: which price band is in force at an instant, and where bands change.
+
+Strategy: prices follow local wall-clock time (a night band starts at 22:00 in
+the tariff's timezone, whatever the UTC offset), but energy is measured between
+UTC instants. So every computation walks in UTC and maps an instant to local
+time only to look up its band. Between two instants where neither a band edge
+(a minute of the day listed by some band, or midnight) nor a UTC-offset change
+falls, the band cannot change; :meth:`Tariff.slots` yields exactly those runs.
+At a DST change the walk stops at the transition instant and looks again, so a
+skipped local hour is never priced and a repeated one is priced twice, as the
+clock on the wall says.
+
+Which band: the first band in config order whose hours, days and seasons all
+match the local time; the base band otherwise. A date listed as a holiday
+matches ``holidays`` (and ``weekends`` unless ``holidays_like_weekends`` is
+off) but neither ``weekdays`` nor a weekday name. A band that wraps midnight
+(``22:00-06:00``) is judged by the calendar day of each moment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from bisect import bisect_right
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Final
+from zoneinfo import ZoneInfo
+
+from wattd.errors import TariffError
+from wattd.support.clock import next_offset_change
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+
+    from wattd.config import Config, TariffConfig
+
+__all__ = [
+    "Assignment",
+    "Band",
+    "BandRule",
+    "DemandCharge",
+    "Season",
+    "Slot",
+    "Tariff",
+    "TariffBook",
+]
+
+DAY_S: Final = 86_400
+WEEKDAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Band:
+    """A price (and optional CO2 intensity) with a name."""
+
+    name: str
+    price_per_kwh: float
+    co2_g_per_kwh: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class BandRule:
+    """When a band is in force: minute ranges of the day, day kinds, seasons."""
+
+    band: Band
+    minutes: tuple[tuple[int, int], ...]
+    """Half-open ``[start, end)`` minutes of the day; wrapping ranges come split."""
+    days: frozenset[str]
+    seasons: frozenset[str] = frozenset()
+    """Empty means every season."""
+
+    def matches(self, minute: int, tags: frozenset[str], season: str | None) -> bool:
+        """True if the rule covers this minute of a day with these tags."""
+        if self.seasons and season not in self.seasons:
+            return False
+        if self.days.isdisjoint(tags):
+            return False
+        return any(lo <= minute < hi for lo, hi in self.minutes)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Season:
+    """A yearly range of days, both ends included; may wrap over new year."""
+
+    name: str
+    start: tuple[int, int]
+    end: tuple[int, int]
+
+    def contains(self, day: date) -> bool:
+        """True if the calendar day falls in the season."""
+        md = (day.month, day.day)
+        if self.start <= self.end:
+            return self.start <= md <= self.end
+        return md >= self.start or md <= self.end
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class DemandCharge:
+    """Price per kW of the highest ``window_min`` average power of a billing period."""
+
+    price_per_kw: float
+    window_min: int = 15
+    billing_day: int = 1
+    """Day of the month (local time) on which a billing period starts."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Slot:
+    """A run of time with one band in force: ``[start, end)`` in UTC."""
+
+    start: datetime
+    end: datetime
+    band: Band
+    peak: bool
+    """True if the band is among the most expensive of its season."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Tariff:
+    """A complete tariff; build it with :meth:`from_config` or :meth:`flat`."""
+
+    name: str
+    currency: str
+    timezone: ZoneInfo
+    base: Band
+    rules: tuple[BandRule, ...] = ()
+    holidays: frozenset[date] = frozenset()
+    yearly_holidays: frozenset[tuple[int, int]] = frozenset()
+    seasons: tuple[Season, ...] = ()
+    holidays_like_weekends: bool = True
+    demand: DemandCharge | None = None
+    _cuts_s: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    _peak_price: Mapping[str | None, float | None] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    _cheapest: float = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cuts = {0, DAY_S}
+        for rule in self.rules:
+            for lo, hi in rule.minutes:
+                cuts.update((lo * 60, hi * 60))
+        object.__setattr__(self, "_cuts_s", tuple(sorted(cuts)))
+        reachable = self._reachable_prices()
+        peak = {
+            season: (max(prices) if max(prices) > min(prices) else None)
+            for season, prices in reachable.items()
+        }
+        object.__setattr__(self, "_peak_price", peak)
+        cheapest = min(min(prices) for prices in reachable.values())
+        object.__setattr__(self, "_cheapest", cheapest)
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def flat(
+        cls,
+        name: str,
+        price_per_kwh: float,
+        *,
+        currency: str = "USD",
+        timezone: str = "UTC",
+        co2_g_per_kwh: float | None = None,
+    ) -> Tariff:
+        """One price around the clock."""
+        band = Band(
+            name="flat", price_per_kwh=price_per_kwh, co2_g_per_kwh=co2_g_per_kwh
+        )
+        return cls(name=name, currency=currency, timezone=ZoneInfo(timezone), base=band)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: TariffConfig, default_timezone: str) -> Tariff:
+        """Build a tariff from its (already validated) config section."""
+        base = Band(
+            name=cfg.band,
+            price_per_kwh=cfg.price_per_kwh,
+            co2_g_per_kwh=cfg.co2_g_per_kwh,
+        )
+        rules = []
+        for band_cfg in cfg.bands:
+            band = Band(
+                name=band_cfg.name,
+                price_per_kwh=band_cfg.price_per_kwh,
+                co2_g_per_kwh=(
+                    band_cfg.co2_g_per_kwh
+                    if band_cfg.co2_g_per_kwh is not None
+                    else cfg.co2_g_per_kwh
+                ),
+            )
+            minutes: list[tuple[int, int]] = []
+            for text in band_cfg.hours:
+                minutes.extend(parse_hour_range(text))
+            rules.append(
+                BandRule(
+                    band=band,
+                    minutes=tuple(minutes),
+                    days=frozenset(band_cfg.days),
+                    seasons=frozenset(band_cfg.seasons),
+                )
+            )
+        fixed: set[date] = set()
+        yearly: set[tuple[int, int]] = set()
+        for text in cfg.holidays:
+            if len(text) == len("2025-12-25"):
+                fixed.add(date.fromisoformat(text))
+            else:
+                yearly.add((int(text[:2]), int(text[3:])))
+        seasons = tuple(
+            Season(
+                name=season_name,
+                start=(int(s.start[:2]), int(s.start[3:])),
+                end=(int(s.end[:2]), int(s.end[3:])),
+            )
+            for season_name, s in cfg.seasons.items()
+        )
+        demand = (
+            DemandCharge(
+                price_per_kw=cfg.demand.price_per_kw,
+                window_min=cfg.demand.window_min,
+                billing_day=cfg.demand.billing_day,
+            )
+            if cfg.demand is not None
+            else None
+        )
+        return cls(
+            name=name,
+            currency=cfg.currency,
+            timezone=ZoneInfo(cfg.timezone or default_timezone),
+            base=base,
+            rules=tuple(rules),
+            holidays=frozenset(fixed),
+            yearly_holidays=frozenset(yearly),
+            seasons=seasons,
+            holidays_like_weekends=cfg.holidays_like_weekends,
+            demand=demand,
+        )
+
+    # -- lookups --------------------------------------------------------------
+
+    @property
+    def bands(self) -> tuple[Band, ...]:
+        """Every distinct band, the base band first."""
+        out: dict[str, Band] = {self.base.name: self.base}
+        for rule in self.rules:
+            out.setdefault(rule.band.name, rule.band)
+        return tuple(out.values())
+
+    @property
+    def cheapest_price_per_kwh(self) -> float:
+        """The lowest price any band actually in force can have."""
+        return self._cheapest
+
+    @property
+    def time_of_use(self) -> bool:
+        """True if the price depends on the time at all."""
+        return any(p is not None for p in self._peak_price.values())
+
+    def is_holiday(self, day: date) -> bool:
+        """True for a listed date or a yearly holiday."""
+        return day in self.holidays or (day.month, day.day) in self.yearly_holidays
+
+    def season_of(self, day: date) -> str | None:
+        """The season a calendar day belongs to, if any."""
+        for season in self.seasons:
+            if season.contains(day):
+                return season.name
+        return None
+
+    def day_tags(self, day: date) -> frozenset[str]:
+        """The ``days:`` words a calendar day matches."""
+        if self.is_holiday(day):
+            tags = {"all", "holidays"}
+            if self.holidays_like_weekends:
+                tags.add("weekends")
+            return frozenset(tags)
+        kind = "weekends" if day.weekday() >= 5 else "weekdays"
+        return frozenset(("all", kind, WEEKDAY_NAMES[day.weekday()]))
+
+    def band_at_wall(self, wall: datetime) -> Band:
+        """The band in force at a local wall-clock time (naive datetime)."""
+        day = wall.date()
+        return self._band(
+            wall.hour * 60 + wall.minute, self.day_tags(day), self.season_of(day)
+        )
+
+    def band_at(self, instant: datetime) -> Band:
+        """The band in force at an aware instant."""
+        local = _aware(instant).astimezone(self.timezone)
+        return self.band_at_wall(local.replace(tzinfo=None))
+
+    def is_peak(self, band: Band, day: date) -> bool:
+        """True if ``band`` is a most expensive band in the season of ``day``."""
+        peak = self._peak_price.get(self.season_of(day))
+        return peak is not None and band.price_per_kwh >= peak
+
+    def slots(self, start: datetime, end: datetime) -> Iterator[Slot]:
+        """Split ``[start, end)`` into runs with one band each, in UTC order."""
+        t = _aware(start).astimezone(UTC)
+        stop = _aware(end).astimezone(UTC)
+        while t < stop:
+            local = t.astimezone(self.timezone)
+            wall = local.replace(tzinfo=None)
+            band = self.band_at_wall(wall)
+            nxt = min(self._next_change(t, local), stop)
+            yield Slot(
+                start=t, end=nxt, band=band, peak=self.is_peak(band, wall.date())
+            )
+            t = nxt
+
+    # -- internals ------------------------------------------------------------
+
+    def _band(self, minute: int, tags: frozenset[str], season: str | None) -> Band:
+        for rule in self.rules:
+            if rule.matches(minute, tags, season):
+                return rule.band
+        return self.base
+
+    def _next_change(self, t: datetime, local: datetime) -> datetime:
+        offset = local.utcoffset()
+        assert offset is not None  # noqa: S101 - ZoneInfo always has an offset
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        cut = self._cuts_s[bisect_right(self._cuts_s, second)]
+        wall_next = datetime.combine(local.date(), time()) + timedelta(seconds=cut)
+        candidate = (wall_next - offset).replace(tzinfo=UTC)
+        return next_offset_change(self.timezone, t, candidate) or candidate
+
+    def _reachable_prices(self) -> dict[str | None, set[float]]:
+        """Prices that can be in force, per season (``None``: outside all seasons)."""
+        tag_sets = [
+            frozenset(("all", "weekends" if i >= 5 else "weekdays", name))
+            for i, name in enumerate(WEEKDAY_NAMES)
+        ]
+        if self.holidays or self.yearly_holidays:
+            extra = {"weekends"} if self.holidays_like_weekends else set()
+            tag_sets.append(frozenset({"all", "holidays", *extra}))
+        seasons: list[str | None] = [s.name for s in self.seasons]
+        covered = {
+            (d.month, d.day)
+            for d in (date(2024, 1, 1) + timedelta(days=i) for i in range(366))
+            if self.season_of(d) is not None
+        }
+        if len(covered) < 366:
+            seasons.append(None)
+        cuts_min = sorted({c // 60 for c in self._cuts_s} - {1440})
+        out: dict[str | None, set[float]] = {}
+        for season in seasons:
+            prices = out.setdefault(season, set())
+            for tags in tag_sets:
+                for minute in cuts_min:
+                    prices.add(self._band(minute, tags, season).price_per_kwh)
+        return out
+
+
+def parse_hour_range(text: str) -> list[tuple[int, int]]:
+    """``"22:00-06:00"`` -> ``[(1320, 1440), (0, 360)]`` (minutes, half-open)."""
+    try:
+        first, second = text.split("-")
+        start = int(first[:2]) * 60 + int(first[3:5])
+        end = int(second[:2]) * 60 + int(second[3:5])
+    except ValueError:
+        raise TariffError(f"hour range {text!r} is not HH:MM-HH:MM") from None
+    if start < end:
+        return [(start, end)]
+    return [(start, 1440), (0, end)] if end else [(start, 1440)]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise TariffError(
+            f"time {value.isoformat()} has no timezone; pass aware datetimes (UTC)"
+        )
+    return value
+
+
+# -- who pays which tariff ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """A sensor's identity for costing: its groups, tariff and overhead."""
+
+    sensor: int
+    name: str
+    rack: str | None = None
+    customer: str | None = None
+    location: str | None = None
+    tariff: Tariff | None = None
+    tariff_source: str = "none"
+    """Which setting chose the tariff: sensor, rack, customer, location, default."""
+    pue: float = 1.0
+
+
+class TariffBook:
+    """Tariffs by name and the precedence that assigns one to each sensor.
+
+    Precedence: the sensor's ``tariff``, then ``tariffs.racks[rack]``,
+    ``tariffs.customers[customer]``, ``locations[location].tariff``, then
+    ``tariffs.default``. A sensor matched by none has no tariff (energy only).
+    """
+
+    def __init__(self, config: Config) -> None:
+        tz_name = config.tariffs.timezone
+        self.timezone = ZoneInfo(tz_name)
+        self.currency = config.tariffs.currency
+        self.tariffs = {
+            name: Tariff.from_config(name, cfg, tz_name)
+            for name, cfg in config.tariffs.plans.items()
+        }
+        self._config = config
+        self._sensors = config.sensor_map()
+        self._cache: dict[int, Assignment] = {}
+
+    def for_sensor(self, address: int) -> Assignment:
+        """The assignment of a sensor (unknown addresses get the default)."""
+        hit = self._cache.get(address)
+        if hit is None:
+            hit = self._resolve(address)
+            self._cache[address] = hit
+        return hit
+
+    def addresses(self) -> list[int]:
+        """Addresses of every configured sensor."""
+        return sorted(self._sensors)
+
+    def _resolve(self, address: int) -> Assignment:
+        plans = self._config.tariffs
+        sensor = self._sensors.get(address)
+        if sensor is None:
+            tariff = self.tariffs.get(plans.default) if plans.default else None
+            return Assignment(
+                sensor=address,
+                name=f"sensor-{address}",
+                tariff=tariff,
+                tariff_source="default" if tariff else "none",
+            )
+        location = self._config.locations.get(sensor.location or "")
+        candidates = (
+            ("sensor", sensor.tariff),
+            ("rack", plans.racks.get(sensor.rack or "")),
+            ("customer", plans.customers.get(sensor.customer or "")),
+            ("location", location.tariff if location else None),
+            ("default", plans.default),
+        )
+        source, chosen = next(((s, n) for s, n in candidates if n), ("none", None))
+        return Assignment(
+            sensor=address,
+            name=sensor.display_name,
+            rack=sensor.rack,
+            customer=sensor.customer,
+            location=sensor.location,
+            tariff=self.tariffs[chosen] if chosen else None,
+            tariff_source=source,
+            pue=location.pue if location else 1.0,
+        )

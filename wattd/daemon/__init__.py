@@ -1,0 +1,1 @@
+"""The running daemon: supervisor, fan-out bus, ports and systemd notification."""

@@ -1,0 +1,1 @@
+"""Operator jobs that are not the daemon: reprocessing history and radio setup."""

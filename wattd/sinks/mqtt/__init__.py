@@ -1,0 +1,1 @@
+"""The MQTT sink and Home Assistant discovery."""

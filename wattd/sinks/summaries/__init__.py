@@ -1,0 +1,1 @@
+"""Posted summaries: the service, its ledger and its destinations."""

@@ -1,0 +1,1 @@
+"""Durable state on this host: the SQLite store, the spool and the state file."""

@@ -1,0 +1,1 @@
+"""Small shared mechanisms: the worker thread and logging setup."""
