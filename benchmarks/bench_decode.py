@@ -36,6 +36,7 @@ from digi.xbee.packets.factory import build_frame
 from xbee.frame import APIFrame
 
 from wattd.core import power
+from wattd.core.calibration import Calibration
 from wattd.core.frames import ApiMode, FrameDecoder, encode_frame
 from wattd.core.iosample import IoSampleFrame, encode_rx16_io
 
@@ -106,7 +107,7 @@ def wattd_run(stream: bytes, mode: ApiMode) -> Callable[[], int]:
 
 
 def wattd_power_run(stream: bytes) -> Callable[[], int]:
-    cal = power.Calibration()
+    cal = Calibration()
 
     def run() -> int:
         decoder = FrameDecoder(ApiMode.UNESCAPED)
@@ -168,7 +169,7 @@ def pyxbee_reader_run(wires: list[bytes]) -> Callable[[], int]:
 
 def power_available() -> bool:
     try:
-        power.compute_power([512] * 19, [492] * 19, power.Calibration())
+        power.compute_power([512] * 19, [492] * 19, Calibration())
     except NotImplementedError:
         return False
     return True

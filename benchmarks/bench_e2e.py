@@ -251,7 +251,7 @@ def make_frames(
 ) -> list[tuple[int, bytes]]:
     """``count`` frames in simulated time order as (sensor, wire bytes)."""
     sim = Simulator(meters, seed=seed, **sim_kw)
-    out = []
+    out: list[tuple[int, bytes]] = []
     while len(out) < count:
         f = sim.next_frame()
         out.append((f.address, f.data))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,16 @@ def fresh_wattd_logger(request: pytest.FixtureRequest) -> Iterator[None]:
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         logger.handlers[:] = saved[2]
+
+
+@pytest.fixture
+def berlin_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Local time is Europe/Berlin (CET in March) for the test, then as it was."""
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture(scope="session")

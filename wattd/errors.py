@@ -150,6 +150,14 @@ class TariffError(WattdError):
     """A tariff or cost computation is impossible with the given data."""
 
 
+class TsdbError(WattdError):
+    """A central time-series store could not be queried for a fleet report.
+
+    Unreachable, credentials refused, no such database, or an answer that is
+    not the store's; the message names the store and what to check.
+    """
+
+
 class SummaryError(WattdError):
     """A scheduled summary could not be composed or its ledger kept."""
 

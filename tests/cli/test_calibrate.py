@@ -15,7 +15,8 @@ import pytest
 from tests.fixtures.daemon import MeterFeed
 from tests.fixtures.paths import REPO_ROOT
 from wattd.cli import main
-from wattd.cli.calibrate import read_port_frames, write_sensor_values
+from wattd.cli.calibrate.configfile import write_sensor_values
+from wattd.cli.calibrate.frames import read_port_frames
 from wattd.config import load_config
 from wattd.errors import CalibrationError, ConfigError
 from wattd.sources.recording import RecordingWriter

@@ -11,6 +11,7 @@ import aiomqtt
 import pytest
 
 from tests.fixtures.services import Mosquitto, TestCa, mosquitto_password_file
+from tests.fixtures.waiting import wait_until
 from wattd.cli import main
 from wattd.config import Config
 from wattd.sinks.mqtt.sink import MqttSink
@@ -171,9 +172,7 @@ async def test_a_running_daemon_is_not_disturbed(
     await sink.start()
     task = asyncio.create_task(sink.run())
     try:
-        async with asyncio.timeout(5):
-            while not sink.connected:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: sink.connected, timeout_s=5, what="sink connected")
         assert await asyncio.to_thread(run_check, path) == 0
         await asyncio.sleep(0.2)
         assert sink.connected

@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fixtures.cli import run_cli
 from tests.storage.test_store import series
-from wattd.cli import main
 from wattd.cli.query import UsageError, parse_time
 from wattd.storage.store import Store, to_ns
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 FAR = 1 << 62
-
-
-@pytest.fixture
-def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Run in Europe/Berlin (CET in March), then restore the process zone."""
-    monkeypatch.setenv("TZ", "Europe/Berlin")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture
@@ -55,16 +43,10 @@ def store_path(tmp_path: Path, config_file: Path) -> Path:
     return path
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def test_csv_parses_back_to_the_stored_readings(
     config_file: Path, store_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         [
             "query",
             "--config",
@@ -98,9 +80,12 @@ def test_csv_parses_back_to_the_stored_readings(
 
 
 def test_table_shows_local_time_with_zone_and_groups_sensors(
-    zone: None, config_file: Path, store_path: Path, capsys: pytest.CaptureFixture[str]
+    berlin_zone: None,
+    config_file: Path,
+    store_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rc, out, _ = run(["query", "--config", str(config_file), "--last", "3"], capsys)
+    rc, out, _ = run_cli(["query", "--config", str(config_file), "--last", "3"], capsys)
     assert rc == 0
     lines = out.splitlines()
     assert lines[0].split() == [
@@ -146,7 +131,7 @@ def test_rollups_as_csv_add_up_to_the_readings(
         "--to",
         "2024-03-01T13:00Z",
     ]
-    rc, out, _ = run([*args, "--rollup", "1m", "--format", "csv"], capsys)
+    rc, out, _ = run_cli([*args, "--rollup", "1m", "--format", "csv"], capsys)
     assert rc == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert {r["name"] for r in rows} == {"fridge", "washer"}
@@ -160,7 +145,7 @@ def test_rollups_as_csv_add_up_to_the_readings(
             )
             starts = [datetime.fromisoformat(r["start"]) for r in mine]
             assert all(t.second == 0 and t.tzinfo is not None for t in starts)
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         [*args, "--rollup", "1h", "--format", "csv", "-s", "washer"], capsys
     )
     (hour,) = list(csv.DictReader(io.StringIO(out)))
@@ -175,7 +160,7 @@ def test_relative_times_select_the_recent_past(
     now = datetime.now(UTC)
     with Store.open(db) as s:
         s.add(series(5, now - timedelta(hours=3), 180, step_s=60.0))
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["query", "--db", str(db), "--from", "-1h", "--format", "csv"], capsys
     )
     assert rc == 0
@@ -183,7 +168,7 @@ def test_relative_times_select_the_recent_past(
     times = [datetime.fromisoformat(r["time"]) for r in rows]
     assert 59 <= len(times) <= 61
     assert min(times) >= now - timedelta(hours=1, seconds=5)
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         [
             "query",
             "--db",
@@ -214,12 +199,12 @@ def test_sensor_selection_by_name_or_address(
         ("WASHER", {"2"}),
         ("1", {"1"}),
     ):
-        rc, out, _ = run([*base, "-s", selector], capsys)
+        rc, out, _ = run_cli([*base, "-s", selector], capsys)
         assert rc == 0
         assert {r["sensor"] for r in csv.DictReader(io.StringIO(out))} == want
-    rc, out, _ = run([*base, "-s", "fridge", "-s", "2"], capsys)
+    rc, out, _ = run_cli([*base, "-s", "fridge", "-s", "2"], capsys)
     assert {r["sensor"] for r in csv.DictReader(io.StringIO(out))} == {"1", "2"}
-    rc, _, err = run([*base, "-s", "kettle"], capsys)
+    rc, _, err = run_cli([*base, "-s", "kettle"], capsys)
     assert rc == 2
     assert "no sensor is named 'kettle'" in err
     assert "1 (sensor-1)" in err
@@ -230,7 +215,7 @@ def test_query_works_while_a_writer_holds_the_store(
 ) -> None:
     with Store.open(store_path) as writer, writer.transaction():
         writer.insert_readings(series(1, T0 + timedelta(hours=1), 50, seed=8))
-        rc, out, _ = run(
+        rc, out, _ = run_cli(
             ["query", "-c", str(config_file), "--format", "csv", "-n", "1000"], capsys
         )
         assert rc == 0
@@ -240,15 +225,15 @@ def test_query_works_while_a_writer_holds_the_store(
 def test_bad_arguments_are_usage_errors(
     config_file: Path, store_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, _, err = run(["query", "-c", str(config_file), "--to", "now"], capsys)
+    rc, _, err = run_cli(["query", "-c", str(config_file), "--to", "now"], capsys)
     assert rc == 2
     assert "--to needs --from" in err
-    rc, _, err = run(
+    rc, _, err = run_cli(
         ["query", "-c", str(config_file), "--from", "last tuesday"], capsys
     )
     assert rc == 2
     assert "cannot read the time 'last tuesday'" in err
-    rc, _, err = run(
+    rc, _, err = run_cli(
         ["query", "-c", str(config_file), "--from", "-1h", "--to", "-2h"], capsys
     )
     assert rc == 2
@@ -258,12 +243,12 @@ def test_bad_arguments_are_usage_errors(
 def test_missing_store_is_reported(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, _, _ = run(["query", "--db", str(tmp_path / "none.sqlite")], capsys)
+    rc, _, _ = run_cli(["query", "--db", str(tmp_path / "none.sqlite")], capsys)
     assert rc == 1
     assert "no store here yet" in caplog.text
 
 
-def test_parse_time_forms(zone: None) -> None:
+def test_parse_time_forms(berlin_zone: None) -> None:
     now = datetime(2024, 3, 10, 15, 45, 30, tzinfo=UTC)
     assert parse_time("now", now=now) == now
     assert parse_time("-1h30m", now=now) == now - timedelta(minutes=90)

@@ -64,7 +64,9 @@ def write_config(path: Path, meters: list[MeterModel]) -> Path:
     return path
 
 
-def test_recording_replays_to_jsonl_matching_the_truth(tmp_path, meters):
+def test_recording_replays_to_jsonl_matching_the_truth(
+    tmp_path: Path, meters: list[MeterModel]
+) -> None:
     sim = Simulator(meters, seed=3, api_mode=2)
     rec = tmp_path / "sim.wattrec"
     frames = sim.advance(120.0)
@@ -100,7 +102,7 @@ def test_recording_replays_to_jsonl_matching_the_truth(tmp_path, meters):
     assert f"{len(frames)} readings" in out.stderr
 
 
-def test_raw_capture_table_and_summary(captures_dir):
+def test_raw_capture_table_and_summary(captures_dir: Path) -> None:
     out = wattd("replay", str(captures_dir / "Noisy_Zeros3.bin"), "--format", "table")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -110,7 +112,7 @@ def test_raw_capture_table_and_summary(captures_dir):
     assert "sensor 3 is not in the config" in out.stderr
 
 
-def test_stdin_stream_with_forced_mode(meters):
+def test_stdin_stream_with_forced_mode(meters: list[MeterModel]) -> None:
     sim = Simulator(meters[:1], seed=4, api_mode=1)
     data = b"".join(f.data for f in sim.advance(30.0))
     out = wattd("replay", "-", "--api-mode", "1", stdin=data)
@@ -121,7 +123,9 @@ def test_stdin_stream_with_forced_mode(meters):
     assert {r["sensor"] for r in rows} == {1}
 
 
-def test_wrong_mode_is_counted_not_crashed(meters, tmp_path):
+def test_wrong_mode_is_counted_not_crashed(
+    meters: list[MeterModel], tmp_path: Path
+) -> None:
     sim = Simulator(meters[:1], seed=5, api_mode=1)
     raw = tmp_path / "cap.bin"
     frames = sim.advance(60.0)
@@ -138,7 +142,9 @@ def test_wrong_mode_is_counted_not_crashed(meters, tmp_path):
     assert "truncated" in out.stderr or "bad_checksum" in out.stderr
 
 
-def test_sensor_filter_and_missing_file(meters, tmp_path):
+def test_sensor_filter_and_missing_file(
+    meters: list[MeterModel], tmp_path: Path
+) -> None:
     sim = Simulator(meters, seed=6)
     raw = tmp_path / "cap.bin"
     raw.write_bytes(b"".join(f.data for f in sim.advance(60.0)))

@@ -62,7 +62,9 @@ def files(tmp_path: Path) -> tuple[Path, Path, float]:
     return config, readings, write_readings(readings)
 
 
-def test_report_json_from_readings(files, capsys: pytest.CaptureFixture[str]):
+def test_report_json_from_readings(
+    files: tuple[Path, Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
     config, readings, kwh = files
     args = ["report", "-c", str(config), "--readings", str(readings)]
     args += [
@@ -84,7 +86,9 @@ def test_report_json_from_readings(files, capsys: pytest.CaptureFixture[str]):
     assert acme["cost"] == pytest.approx(0.6 * 0.10 + 1.8 * 0.30)
 
 
-def test_report_csv_and_html_to_files(files, tmp_path: Path):
+def test_report_csv_and_html_to_files(
+    files: tuple[Path, Path, float], tmp_path: Path
+) -> None:
     config, readings, kwh = files
     base = ["report", "-c", str(config), "--readings", str(readings)]
     base += ["--from", "2025-03-05T00:00", "--to", "2025-03-06T00:00"]
@@ -112,7 +116,9 @@ def test_report_csv_and_html_to_files(files, tmp_path: Path):
     assert "<title>Energy report \N{EM DASH} acme</title>" in page.read_text()
 
 
-def test_report_usage_errors(files, capsys: pytest.CaptureFixture[str]):
+def test_report_usage_errors(
+    files: tuple[Path, Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
     config, readings, _ = files
     base = ["report", "-c", str(config), "--readings", str(readings)]
     assert main([*base, "--from", "2025-03-05"]) == 2
@@ -125,8 +131,21 @@ def test_report_usage_errors(files, capsys: pytest.CaptureFixture[str]):
 
 
 def test_report_reads_the_store_and_says_when_it_is_missing(
-    files, capsys: pytest.CaptureFixture[str]
-):
+    files: tuple[Path, Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
     config, _, _ = files
     assert main(["report", "-c", str(config), "--period", "day"]) == 1
     assert "no store here yet" in capsys.readouterr().err
+
+
+def test_a_local_report_by_node_is_this_host(
+    files: tuple[Path, Path, float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, readings, kwh = files
+    config.write_text(config.read_text() + "mqtt: {node_id: hall1-a}\n")
+    args = ["report", "-c", str(config), "--readings", str(readings), "--by", "node"]
+    args += ["--from", "2025-03-05", "--to", "2025-03-05", "--format", "json"]
+    assert main(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [g["group"] for g in data["groups"]] == ["hall1-a"]
+    assert data["groups"][0]["it_kwh"] == pytest.approx(kwh)

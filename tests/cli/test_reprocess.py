@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
+from tests.fixtures.cli import run_cli
 from tests.ops.test_reprocess import compute, meters, record, simulate
-from wattd.cli import main
 from wattd.storage.store import WRITER_HEARTBEAT_KEY, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -29,15 +28,6 @@ def write_config(path: Path, state_dir: Path, *, wrong: bool) -> Path:
     doc = {"state_dir": str(state_dir), "sensors": sensors, "energy": {"max_gap_s": 60}}
     path.write_text(yaml.safe_dump(doc))
     return path
-
-
-@pytest.fixture
-def zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TZ", "Europe/Berlin")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 @pytest.fixture
@@ -55,15 +45,10 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     return wrong, right
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    rc = main(args)
-    return rc, capsys.readouterr().out
-
-
 def watts_of(
     config: Path, capsys: pytest.CaptureFixture[str], since: str, until: str
 ) -> list[float]:
-    rc, out = run(
+    rc, out, _ = run_cli(
         [
             "query",
             "-c",
@@ -84,13 +69,13 @@ def watts_of(
 
 
 def test_reprocess_fixes_the_range_and_prints_a_summary(
-    zone: None, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    berlin_zone: None, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     _wrong, right = setup
     before = watts_of(right, capsys, "2024-03-01T13:00Z", "2024-03-01T14:00Z")
     assert all(w > 850 for w in before)  # 13 counts/A reads a 800 W heater high
     # Local times: 14:00 CET is 13:00 UTC.
-    rc, out = run(
+    rc, out, _ = run_cli(
         [
             "reprocess",
             "-c",
@@ -135,7 +120,7 @@ def test_dry_run_prints_but_changes_nothing(
 ) -> None:
     _wrong, right = setup
     before = watts_of(right, capsys, "2024-03-01T12:00Z", "2024-03-01T15:00Z")
-    rc, out = run(
+    rc, out, _ = run_cli(
         [
             "reprocess",
             "-c",
@@ -165,7 +150,7 @@ def test_a_running_daemon_blocks_reprocess(
     path = load_config(right).store_path
     with Store.open(path) as s:
         s.set_meta(WRITER_HEARTBEAT_KEY, time.time_ns())
-    rc, out = run(
+    rc, out, _ = run_cli(
         [
             "reprocess",
             "-c",
@@ -186,7 +171,7 @@ def test_a_running_daemon_blocks_reprocess(
 def test_reprocess_needs_the_config(
     tmp_path: Path, setup: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, _ = run(
+    rc, _, _ = run_cli(
         [
             "reprocess",
             "--db",
@@ -210,7 +195,7 @@ def test_only_selected_sensors_change(
     path = load_config(right).store_path
     with Store.open(path, readonly=True) as s:
         before = s.readings(0, 1 << 62, [2])
-    rc, out = run(
+    rc, out, _ = run_cli(
         [
             "reprocess", "-c", str(right), "-s", "meter1",
             "--from", "2024-03-01T12:00Z", "--to", "2024-03-01T15:00Z",

@@ -13,6 +13,7 @@ import pytest
 
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.pty import Pty
+from tests.fixtures.waiting import block_until
 from wattd.cli._args import EXIT_CONFIG
 from wattd.errors import StoreError
 from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
@@ -47,14 +48,19 @@ def stored(config: dict[str, Any], sensor: int) -> list[StoredReading]:
 def wait_stored(
     config: dict[str, Any], sensor: int, n: int, timeout: float = 20
 ) -> list[StoredReading]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = stored(config, sensor)
-        if len(rows) >= n:
-            return rows
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {len(rows)} of {n} readings stored")
-        time.sleep(0.1)
+    rows: list[StoredReading] = []
+
+    def enough() -> bool:
+        rows[:] = stored(config, sensor)
+        return len(rows) >= n
+
+    block_until(
+        enough,
+        timeout_s=timeout,
+        interval_s=0.1,
+        what=lambda: f"{n} readings stored; only {len(rows)}",
+    )
+    return rows
 
 
 def test_minimal_config_of_just_a_port_runs(tmp_path: Path, pty: Pty) -> None:
@@ -191,8 +197,7 @@ def test_kill_9_loses_at_most_one_save_interval_and_never_double_counts(
         daemon.wait_for_log("running")
         feed.start()
         wait_stored(cfg, 1, 12)
-        while not state_file.exists():
-            time.sleep(0.05)
+        block_until(state_file.exists, timeout_s=30, what="the saved state file")
         daemon.kill9()
     finally:
         feed.stop()

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 import pytest
 from aiohttp import web
 
+from tests.fixtures.cli import run_cli
 from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
+from tests.fixtures.waiting import wait_until
 from tests.sinks.influx.test_sink import (
     export,
     reading,
     running,
     unique_measurement,
-    wait_for,
 )
 from wattd.cli import main
 from wattd.config import load_config
@@ -71,12 +72,6 @@ def spool_path(tmp_path: Path, config_file: Path) -> Path:
     return path
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    rc = main(args)
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def letter_ids(path: Path) -> list[int]:
     with Spool(path) as s:
         return [d.id for d in s.list_dead_letters()]
@@ -88,7 +83,7 @@ def letter_ids(path: Path) -> list[int]:
 def test_status_table_has_a_row_per_stream(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out, _ = run(["spool", "status", "--config", str(config_file)], capsys)
+    rc, out, _ = run_cli(["spool", "status", "--config", str(config_file)], capsys)
     assert rc == 0
     lines = out.splitlines()
     assert lines[0] == (
@@ -119,7 +114,7 @@ def test_status_table_has_a_row_per_stream(
 def test_status_json(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["spool", "status", "-c", str(config_file), "--format", "json"], capsys
     )
     assert rc == 0
@@ -141,7 +136,7 @@ def test_status_of_a_spool_without_streams(
     config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     Spool(tmp_path / "state" / "spool.sqlite").close()
-    rc, out, _ = run(["spool", "status", "-c", str(config_file)], capsys)
+    rc, out, _ = run_cli(["spool", "status", "-c", str(config_file)], capsys)
     assert rc == 0
     assert "no streams yet" in out
 
@@ -152,7 +147,7 @@ def test_status_of_a_spool_without_streams(
 def test_dead_letters_table_is_newest_first_with_reason_and_payload(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out, _ = run(["spool", "dead-letters", "-c", str(config_file)], capsys)
+    rc, out, _ = run_cli(["spool", "dead-letters", "-c", str(config_file)], capsys)
     assert rc == 0
     lines = out.splitlines()
     assert lines[0].split() == ["id", "stream", "time", "failed_at", "reason"]
@@ -173,7 +168,7 @@ def test_dead_letters_jsonl_escapes_bytes_that_are_not_text(
     with Spool(tmp_path / "state" / "spool.sqlite") as s:
         s.append("influx", [(T_NS + 9, raw)])
         s.dead_letter("influx", s.peek("influx", 1), "HTTP 400: unable to parse")
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["spool", "dead-letters", "-c", str(config_file), "--format", "jsonl"], capsys
     )
     assert rc == 0
@@ -186,7 +181,7 @@ def test_dead_letters_jsonl_escapes_bytes_that_are_not_text(
     assert base64.b64decode(doc["payload_base64"]) == raw
     assert doc["failed_at"].endswith("Z")
     # The table escapes the control character as well, not only the bad byte.
-    rc, out, _ = run(["spool", "dead-letters", "-c", str(config_file)], capsys)
+    rc, out, _ = run_cli(["spool", "dead-letters", "-c", str(config_file)], capsys)
     assert "\x1b" not in out
     assert "    power,sensor=9 watts=\\xff\\x1b[2J 1" in out.splitlines()
 
@@ -194,7 +189,7 @@ def test_dead_letters_jsonl_escapes_bytes_that_are_not_text(
 def test_dead_letters_limit_and_stream(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc, out, err = run(
+    rc, out, err = run_cli(
         [
             "spool",
             "dead-letters",
@@ -213,7 +208,7 @@ def test_dead_letters_limit_and_stream(
     docs = [json.loads(text) for text in out.splitlines()]
     assert [d["payload"] for d in docs] == [line(7).decode(), line(5).decode()]
     assert "showing the newest 2 of 3 dead letters" in err
-    rc, out, err = run(
+    rc, out, err = run_cli(
         ["spool", "dead-letters", "-c", str(config_file), "--stream", "mqtt"], capsys
     )
     assert rc == 0
@@ -231,7 +226,7 @@ def test_requeue_by_id_brings_points_back_with_their_time(
         last_seen = s.peek("influx", 100)[-1].id
         letters = s.list_dead_letters(stream="influx")
     conflict = [d.id for d in letters if d.reason == REASON]
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["spool", "requeue", "-c", str(config_file), "--id", *map(str, conflict)],
         capsys,
     )
@@ -261,7 +256,7 @@ def test_requeue_all_into_a_full_spool_drops_the_oldest_and_counts_them(
     with Spool(spool_path, max_items=100) as s:
         s.append("influx", points(100, 92))  # 7 + 92 + 1 (mqtt) = 100: full
     caplog.set_level(logging.WARNING, logger="wattd")
-    rc, out, _ = run(["spool", "requeue", "-c", str(config_file), "--all"], capsys)
+    rc, out, _ = run_cli(["spool", "requeue", "-c", str(config_file), "--all"], capsys)
     assert rc == 0
     assert out.splitlines()[0] == "requeued 3 dead letter(s)"
     assert "dropped the 3 oldest queued item(s) to make room" in out
@@ -281,7 +276,7 @@ def test_unknown_ids_are_reported_and_the_others_moved(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     first = letter_ids(spool_path)[0]
-    rc, out, err = run(
+    rc, out, err = run_cli(
         ["spool", "requeue", "-c", str(config_file), "--id", str(first), "9999"],
         capsys,
     )
@@ -298,13 +293,13 @@ def test_drop_dead_by_id_then_all(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = letter_ids(spool_path)
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["spool", "drop-dead", "-c", str(config_file), "--id", str(ids[1])], capsys
     )
     assert rc == 0
     assert out == "deleted 1 dead letter(s)\n"
     assert letter_ids(spool_path) == [ids[0], ids[2]]
-    rc, out, _ = run(
+    rc, out, _ = run_cli(
         ["spool", "drop-dead", "-c", str(config_file), "--stream", "influx", "--all"],
         capsys,
     )
@@ -334,7 +329,7 @@ def test_missing_spool_is_a_clear_error_and_nothing_is_created(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     for action in (["status"], ["dead-letters"], ["requeue", "--all"]):
-        rc, out, _ = run(["spool", *action, "-c", str(config_file)], capsys)
+        rc, out, _ = run_cli(["spool", *action, "-c", str(config_file)], capsys)
         assert rc == 1
         assert out == ""
     spool_file = tmp_path / "state" / "spool.sqlite"
@@ -348,7 +343,7 @@ def test_unknown_stream_is_a_usage_error(
     config_file: Path, spool_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = letter_ids(spool_path)
-    rc, out, err = run(
+    rc, out, err = run_cli(
         ["spool", "requeue", "-c", str(config_file), "--stream", "influxdb", "--all"],
         capsys,
     )
@@ -423,7 +418,7 @@ async def test_requeued_point_is_delivered_once_the_server_accepts_it(
     refused = PointEncoder.from_config(config).encode(readings[5])
     async with running(InfluxSink(config)) as sink:
         await sink.write(readings)
-        await wait_for(lambda: sink.stats()["points_written"] == 7)
+        await wait_until(lambda: sink.stats()["points_written"] == 7)
         assert sink.stats()["dead_letters"] == 1
         refusing = False  # the operator fixed the schema on the server
         rc = await asyncio.to_thread(
@@ -431,8 +426,8 @@ async def test_requeued_point_is_delivered_once_the_server_accepts_it(
         )
         assert rc == 0
         assert capsys.readouterr().out == "requeued 1 dead letter(s)\n"
-        await wait_for(lambda: sink.stats()["points_written"] == 8)
-        await wait_for(lambda: sink.stats()["spool_depth"] == 0)
+        await wait_until(lambda: sink.stats()["points_written"] == 8)
+        await wait_until(lambda: sink.stats()["spool_depth"] == 0)
     assert fake.requests[-1].lines == [refused]
     with Spool(tmp_path / "spool.sqlite", must_exist=True) as s:
         stats = s.stats(STREAM)

@@ -30,7 +30,7 @@ def setup(tmp_path: Path, destinations: str = "") -> tuple[Path, Path]:
 
 def test_dry_run_prints_the_summaries(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     config, readings = setup(tmp_path)
     args = [
         "summary",
@@ -49,7 +49,9 @@ def test_dry_run_prints_the_summaries(
     ]
 
 
-def test_send_posts_once_per_period(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+def test_send_posts_once_per_period(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with RecordingServer() as server:
         dest = (
             "    min_interval_s: 0\n    destinations:\n"
@@ -69,7 +71,7 @@ def test_send_posts_once_per_period(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_unknown_summary_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
-):
+) -> None:
     config, _ = setup(tmp_path)
     assert main(["summary", "-c", str(config), "--name", "nope"]) == 2
     assert "no summary nope" in capsys.readouterr().err

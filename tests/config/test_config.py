@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.configs import load_error
 from tests.fixtures.paths import REPO_ROOT
 from wattd.config import Config, dump_effective, load_config, parse_config
 from wattd.errors import ConfigError, ConfigErrors
@@ -16,12 +17,6 @@ def write(tmp_path: Path, text: str, name: str = "wattd.yaml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
     return path
-
-
-def error_of(path: Path) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return info.value
 
 
 def test_example_config_validates() -> None:
@@ -65,7 +60,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
             name: "fridge
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     text = str(err)
     assert text.startswith(f"{path}:")
     assert "not valid YAML" in text
@@ -82,14 +77,14 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
             baudrate: 9600
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     assert str(err) == (
         f"{path}:3: ports[0].baudrate: unknown key 'baudrate'; did you mean 'baud'?"
     )
 
 
 def test_unknown_key_without_close_match_lists_allowed_keys(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "energy:\n  zzz: 1\n"))
+    err = load_error(write(tmp_path, "energy:\n  zzz: 1\n"))
     assert err.line == 2
     assert "allowed keys: max_gap_s" in str(err)
 
@@ -105,7 +100,7 @@ def test_wrong_type_says_what_is_expected(tmp_path: Path) -> None:
             current_zero: lots
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     assert err.line == 5
     assert err.key == "sensors[0].current_zero"
     assert "valid number" in str(err)
@@ -113,7 +108,7 @@ def test_wrong_type_says_what_is_expected(tmp_path: Path) -> None:
 
 
 def test_bad_value_names_the_allowed_values(tmp_path: Path) -> None:
-    err = error_of(
+    err = load_error(
         write(tmp_path, "ports:\n  - device: /dev/ttyUSB0\n    api_mode: 3\n")
     )
     assert err.line == 3
@@ -123,7 +118,7 @@ def test_bad_value_names_the_allowed_values(tmp_path: Path) -> None:
 
 
 def test_out_of_range_value(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "save_interval_s: 0.1\n"))
+    err = load_error(write(tmp_path, "save_interval_s: 0.1\n"))
     assert err.line == 1
     assert "greater than or equal to 1" in str(err)
 
@@ -138,16 +133,16 @@ def test_aggregation_defaults_to_every_reading_and_is_bounded(
         write(tmp_path, "mqtt: {aggregate_s: 60}\ninfluxdb: {aggregate_s: 10}\n")
     )
     assert (config.mqtt.aggregate_s, config.influxdb.aggregate_s) == (60, 10)
-    err = error_of(write(tmp_path, "mqtt:\n  aggregate_s: 7200\n"))
+    err = load_error(write(tmp_path, "mqtt:\n  aggregate_s: 7200\n"))
     assert (err.line, err.key) == (2, "mqtt.aggregate_s")
     assert "less than or equal to 3600" in str(err)
-    err = error_of(write(tmp_path, "influxdb:\n  aggregate_s: -1\n"))
+    err = load_error(write(tmp_path, "influxdb:\n  aggregate_s: -1\n"))
     assert (err.line, err.key) == (2, "influxdb.aggregate_s")
     assert "greater than or equal to 0" in str(err)
 
 
 def test_missing_required_key_points_at_its_entry(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "ports:\n  - baud: 9600\n"))
+    err = load_error(write(tmp_path, "ports:\n  - baud: 9600\n"))
     assert err.line == 2
     assert err.key == "ports[0].device"
     assert "required key is missing" in str(err)
@@ -168,7 +163,7 @@ def test_duplicate_sensor_points_at_the_duplicate_entry(tmp_path: Path) -> None:
             name: kettle
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     assert err.line == 8  # the third entry, the one that repeats
     assert err.key == "sensors[2].address"
     assert "repeats sensors[0]" in str(err)
@@ -207,7 +202,7 @@ def test_missing_env_var_names_the_variable(
           password: ${WATTD_TEST_UNSET}
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     assert err.line == 4
     assert err.key == "mqtt.password"
     assert "WATTD_TEST_UNSET is not set" in str(err)
@@ -248,7 +243,7 @@ def test_unreadable_secret_file_points_at_its_key(tmp_path: Path) -> None:
           password_file: /nonexistent/wattd-secret
         """,
     )
-    err = error_of(path)
+    err = load_error(path)
     assert err.line == 4
     assert err.key == "mqtt.password_file"
     assert "cannot read /nonexistent/wattd-secret" in str(err)
@@ -296,12 +291,12 @@ def test_empty_file_is_a_valid_config(tmp_path: Path) -> None:
 
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "- just\n- a list\n"))
+    err = load_error(write(tmp_path, "- just\n- a list\n"))
     assert "top level must be a mapping" in str(err)
 
 
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
-    err = error_of(tmp_path / "nope.yaml")
+    err = load_error(tmp_path / "nope.yaml")
     assert "not found" in str(err)
     assert "wattd.example.yaml" in str(err)
 
@@ -316,7 +311,7 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_bad_indentation_is_a_yaml_error_with_line(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "ports:\n  - device: /dev/x\n   baud: 9600\n"))
+    err = load_error(write(tmp_path, "ports:\n  - device: /dev/x\n   baud: 9600\n"))
     assert err.line == 3
     assert "not valid YAML" in str(err)
 
@@ -351,7 +346,7 @@ def test_sensor_meta_is_shared_per_config_and_read_only() -> None:
 
 def test_syntax_errors_keep_their_line_after_the_fast_parse(tmp_path: Path) -> None:
     path = write(tmp_path, "ports:\n  - device: /dev/ttyUSB0\n   baud: 9600\n")
-    error = error_of(path)
+    error = load_error(path)
     assert error.line == 3
     assert "not valid YAML" in str(error)
 
@@ -383,7 +378,7 @@ def test_a_key_given_twice_names_both_lines(tmp_path: Path) -> None:
 
 
 def test_a_key_given_twice_on_one_line(tmp_path: Path) -> None:
-    err = error_of(write(tmp_path, "sensors: [{address: 1, name: a, name: b}]\n"))
+    err = load_error(write(tmp_path, "sensors: [{address: 1, name: a, name: b}]\n"))
     assert (err.line, err.key) == (1, "sensors[0].name")
     assert "given twice, on line 1" in str(err)
 
@@ -411,11 +406,11 @@ def test_a_key_at_the_wrong_level_says_where_it_belongs(tmp_path: Path) -> None:
             webhook: {enabled: true, url: "https://hooks.example/x"}
         """,
     )
-    assert str(error_of(path)) == (
+    assert str(load_error(path)) == (
         f"{path}:3: summaries.destinations.webhook: unknown key 'webhook';"
         " 'webhook' belongs under summaries.<name>.destinations"
     )
-    err = error_of(write(tmp_path, "baud: 9600\nsensors: [{address: 1, baud: 1}]\n"))
+    err = load_error(write(tmp_path, "baud: 9600\nsensors: [{address: 1, baud: 1}]\n"))
     assert isinstance(err, ConfigErrors)
     assert [e.message for e in err.errors] == [
         "unknown key 'baud'; 'baud' belongs under ports[n]",
@@ -464,7 +459,7 @@ def test_unknown_keys_under_named_entries_get_suggestions(tmp_path: Path) -> Non
     ],
 )
 def test_numbers_must_be_finite(tmp_path: Path, text: str, key: str) -> None:
-    err = error_of(write(tmp_path, text))
+    err = load_error(write(tmp_path, text))
     assert err.key == key
     assert "Input should be a finite number" in err.message
 

@@ -25,7 +25,7 @@ from wattd.cli._args import EXIT_CONFIG
 from wattd.config import load_config, parse_config, yamlread
 from wattd.config.model import MAX_PORTS, MAX_SENSORS
 from wattd.config.yamlread import MAX_DEPTH, MAX_FILE_BYTES
-from wattd.core.power import DEFAULT_COUNTS_PER_AMP
+from wattd.core.calibration import DEFAULT_COUNTS_PER_AMP
 from wattd.daemon.supervisor import Supervisor
 from wattd.errors import ConfigError
 
@@ -35,7 +35,7 @@ _MEASURE = """
 import json, sys, time, tracemalloc
 from wattd.config import load_config
 from wattd.errors import ConfigError
-from wattd.core.power import DEFAULT_COUNTS_PER_AMP
+from wattd.core.calibration import DEFAULT_COUNTS_PER_AMP
 tracemalloc.start()
 start = time.perf_counter()
 try:

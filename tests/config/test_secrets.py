@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.configs import load_error
 from wattd.cli import main
 from wattd.config import dump_effective, load_config
-from wattd.errors import ConfigError, ConfigErrors
+from wattd.errors import ConfigErrors
 
 # Every section that holds secrets, with the rest of what it needs, so each
 # secret key can be tried in each form.
@@ -55,19 +56,13 @@ def config_with(tmp_path: Path, section: str, line: str) -> tuple[Path, int]:
     return path, text.count("\n")
 
 
-def error_of(path: Path) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    return info.value
-
-
 @pytest.mark.parametrize(("section", "name", "key"), SECRETS)
 @pytest.mark.parametrize("value", ["''", '"   "', '"\\t"'])
 def test_an_inline_blank_secret_is_an_error(
     tmp_path: Path, section: str, name: str, key: str, value: str
 ) -> None:
     path, line = config_with(tmp_path, section, f"{name}: {value}")
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (line, key)
     assert "is empty; set the secret" in err.message
 
@@ -85,7 +80,7 @@ def test_the_open_dashboard_of_an_empty_token_is_refused(
     )
     monkeypatch.setenv("WATTD_TEST_EMPTY", "")
     path.write_text("web:\n  host: 0.0.0.0\n  token: ${WATTD_TEST_EMPTY}\n")
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (3, "web.token")
     assert "is empty" in err.message
 
@@ -97,7 +92,7 @@ def test_a_blank_secret_file_is_an_error(
     secret = tmp_path / "secret"
     secret.write_text(" \n\t\n")
     path, line = config_with(tmp_path, section, f"{name}_file: {secret}")
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (line, f"{key}_file")
     assert err.message == f"{secret} is empty"
 
@@ -124,18 +119,18 @@ def test_a_credential_is_read_from_the_credentials_directory(
     assert "cred-VALUE-42" not in dump_effective(config)
 
     (creds / "the-secret").write_text("\n  \n")
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (line, f"{key}_credential")
     assert err.message == "credential the-secret is empty"
     (creds / "the-secret").unlink()
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (line, f"{key}_credential")
     assert err.message == (
         f"credential the-secret is not in {creds}; does the unit load it with"
         " LoadCredential=?"
     )
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
-    err = error_of(path)
+    err = load_error(path)
     assert err.key == f"{key}_credential"
     assert err.message.startswith(
         "$CREDENTIALS_DIRECTORY is not set, so credential the-secret cannot be read;"
@@ -171,7 +166,7 @@ def test_one_secret_one_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         "mqtt:\n  enabled: true\n  username: u\n  password_file: "
         f"{secret}\n  password_credential: pw\n"
     )
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (1, "mqtt")
     both = "give either password_file or password_credential, not both"
     assert err.message == both
@@ -179,7 +174,7 @@ def test_one_secret_one_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         "mqtt:\n  enabled: true\n  username: u\n  password: x\n  password_file: "
         f"{secret}\n  password_credential: pw\n"
     )
-    assert error_of(path).message == (
+    assert load_error(path).message == (
         "give only one of password, password_file, password_credential"
     )
 
@@ -188,7 +183,7 @@ def test_one_secret_one_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_a_credential_name_is_a_plain_file_name(tmp_path: Path, name: str) -> None:
     path = tmp_path / "wattd.yaml"
     path.write_text(f"mqtt:\n  username: u\n  password_credential: '{name}'\n")
-    err = error_of(path)
+    err = load_error(path)
     assert (err.line, err.key) == (3, "mqtt.password_credential")
     assert "must be a plain file name" in err.message
 
@@ -210,9 +205,9 @@ def test_oversized_or_undecodable_secret_files(tmp_path: Path) -> None:
     )
     secret.write_bytes(b"x" * (64 * 1024 + 1))
     too_large = f"{secret} is larger than 64 KiB; it should hold just the secret"
-    assert error_of(path).message == too_large
+    assert load_error(path).message == too_large
     secret.write_bytes(b"caf\xe9\n")
-    assert error_of(path).message == f"{secret} is not UTF-8 text"
+    assert load_error(path).message == f"{secret} is not UTF-8 text"
 
 
 def test_check_config_masks_headers_url_credentials_and_hook_paths(
@@ -300,6 +295,6 @@ def test_a_webhook_header_must_have_a_value(tmp_path: Path) -> None:
         "summaries:\n  daily:\n    destinations:\n      webhook:\n"
         "        url: https://hooks.example/x\n        headers: {Authorization: ' '}\n"
     )
-    err = error_of(path)
+    err = load_error(path)
     assert err.key == "summaries.daily.destinations.webhook.headers"
     assert err.message == "header 'Authorization' is empty; give its value or remove it"

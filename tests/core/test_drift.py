@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.fixtures import waveforms as wf
+from wattd.core.calibration import Calibration
 from wattd.core.drift import (
     DEFAULT_MIN_FRAMES,
     DEFAULT_ZERO_WINDOW,
@@ -20,7 +21,7 @@ from wattd.core.drift import (
 )
 from wattd.core.frames import FrameDecoder
 from wattd.core.iosample import IoSampleFrame
-from wattd.core.power import Calibration, PowerResult, compute_legacy, compute_power
+from wattd.core.power import PowerResult, compute_legacy, compute_power
 from wattd.core.readings import Flag
 from wattd.errors import ConfigError, StateError
 

@@ -89,6 +89,8 @@ def check_accounting(events: list[FrameEvent], decoder: FrameDecoder, fed: int) 
     assert stats.rejected == len(rejected) - reasons[RejectReason.GARBAGE]
     garbage = sum(ev.nbytes for ev in rejected if ev.reason is RejectReason.GARBAGE)
     assert stats.garbage_bytes == garbage
+    assert stats.garbage_runs == reasons[RejectReason.GARBAGE]
+    assert stats.by_reason() == {str(r): n for r, n in reasons.items()}
     assert set(stats.as_dict()) == set(DecoderStats.__dataclass_fields__)
     assert decoder.buffered == 0
 
@@ -188,6 +190,31 @@ def test_digi_forum_1270_bad_checksum_is_rejected() -> None:
     assert isinstance(frame, IoSampleFrame)
     assert frame.address16 == 0x4321
     assert frame.analog == {0: (0x3FF,), 1: (0x3FF,), 2: (0x3FF,)}
+
+
+def with_bad_checksum(frame_data: bytes, mode: ApiMode) -> bytes:
+    """A wire frame of ``frame_data`` whose checksum is off by one."""
+    n = len(frame_data)
+    body = bytes((n >> 8, n & 0xFF)) + frame_data
+    body += bytes(((checksum(frame_data) + 1) & 0xFF,))
+    return bytes((START,)) + (escape(body) if mode is ApiMode.ESCAPED else body)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_bad_checksum_rejection_names_the_address_it_claims(mode: ApiMode) -> None:
+    for address in (0x0102, 0x7D13):  # 0x7D13 is escaped in API mode 2
+        wire = with_bad_checksum(tweetawatt_frame_data(address=address), mode)
+        events, _ = decode_three_ways(wire, mode)
+        (bad,) = rejections(events, RejectReason.BAD_CHECKSUM)
+        assert bad.claimed_address == address
+    # Not an 0x83 frame, or too short to hold an address: nothing is claimed.
+    for data in (b"\x8a\x00", b"\x83\x01"):
+        events, _ = decode_three_ways(with_bad_checksum(data, mode), mode)
+        (bad,) = rejections(events, RejectReason.BAD_CHECKSUM)
+        assert bad.claimed_address is None
+    # Other rejections claim nothing.
+    events, _ = decode_three_ways(b"\x7e\x00", mode)
+    assert all(ev.claimed_address is None for ev in rejections(events))
 
 
 def test_xbee_python_issue_210_corrupted_tx_status_frames() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -11,6 +12,9 @@ from wattd.core.readings import Reading
 from wattd.costing.cost import EnergyInterval
 from wattd.costing.livecost import LiveCost
 from wattd.storage.intervals import recent_intervals
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 NY = ZoneInfo("America/New_York")
 
@@ -55,11 +59,13 @@ def reading(sensor: int, t: datetime, watts: float, wh_delta: float) -> Reading:
     )
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=NY)
+def local(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=NY)
 
 
-def test_reading_gets_band_price_and_cost_per_hour():
+def test_reading_gets_band_price_and_cost_per_hour() -> None:
     live = LiveCost(parse_config(CONFIG))
     out = live.apply(reading(2, local(2025, 3, 5, 18, 0), 500.0, 0.0))
     assert out.price_band == "peak"
@@ -72,7 +78,7 @@ def test_reading_gets_band_price_and_cost_per_hour():
     json.dumps(data)
 
 
-def test_cost_today_prices_each_reading_over_its_interval_split_at_band_edges():
+def test_cost_today_prices_each_reading_over_its_interval_split_at_band_edges() -> None:
     live = LiveCost(parse_config(CONFIG))
     t0 = local(2025, 3, 5, 16, 59)
     live.apply(reading(1, t0, 600.0, 0.0))
@@ -83,7 +89,7 @@ def test_cost_today_prices_each_reading_over_its_interval_split_at_band_edges():
     assert out.cost_today == pytest.approx(0.013 + 0.010 * 1.00)
 
 
-def test_daily_total_resets_at_local_midnight_keeping_yesterdays_share():
+def test_daily_total_resets_at_local_midnight_keeping_yesterdays_share() -> None:
     live = LiveCost(parse_config(CONFIG))
     live.apply(reading(1, local(2025, 3, 5, 23, 0), 1000.0, 0.0))
     before = live.apply(reading(1, local(2025, 3, 5, 23, 30), 1000.0, 500.0))
@@ -96,7 +102,7 @@ def test_daily_total_resets_at_local_midnight_keeping_yesterdays_share():
     assert after.time.astimezone(UTC).hour == 5
 
 
-def test_sensor_without_tariff_passes_through_and_zero_price_tariff_works():
+def test_sensor_without_tariff_passes_through_and_zero_price_tariff_works() -> None:
     cfg = parse_config(CONFIG.replace("  default: tou\n", ""))
     live = LiveCost(cfg)
     r = reading(9, local(2025, 3, 5, 12), 100.0, 1.0)
@@ -106,7 +112,7 @@ def test_sensor_without_tariff_passes_through_and_zero_price_tariff_works():
     assert free.price_band == "standard"
 
 
-def test_snapshot_restore_and_seed_survive_a_restart():
+def test_snapshot_restore_and_seed_survive_a_restart() -> None:
     cfg = parse_config(CONFIG)
     live = LiveCost(cfg)
     live.apply(reading(1, local(2025, 3, 5, 10), 100.0, 0.0))
@@ -141,7 +147,7 @@ def test_snapshot_restore_and_seed_survive_a_restart():
     again.restore({"x": {"day": "nonsense"}})  # malformed entries are skipped
 
 
-def test_prepare_seeds_today_from_the_store(tmp_path):
+def test_prepare_seeds_today_from_the_store(tmp_path: Path) -> None:
     from wattd.storage.store import Store
 
     cfg = parse_config(CONFIG + f"state_dir: {tmp_path}\n")

@@ -40,7 +40,7 @@ def hours_by_band(t: Tariff, start: datetime, end: datetime) -> dict[str, float]
     return out
 
 
-def test_flat_tariff_has_one_band_and_no_peak():
+def test_flat_tariff_has_one_band_and_no_peak() -> None:
     t = Tariff.flat("home", 0.25)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     slots = list(t.slots(start, start + timedelta(days=2)))
@@ -50,7 +50,7 @@ def test_flat_tariff_has_one_band_and_no_peak():
     assert t.cheapest_price_per_kwh == 0.25
 
 
-def test_band_boundary_inside_an_interval_is_split_exactly():
+def test_band_boundary_inside_an_interval_is_split_exactly() -> None:
     t = tariff(TOU)
     # 05:30-06:45 UTC on a Wednesday: 30 min night, 45 min standard.
     start = datetime(2025, 3, 5, 5, 30, tzinfo=UTC)
@@ -64,7 +64,7 @@ def test_band_boundary_inside_an_interval_is_split_exactly():
     ]
 
 
-def test_minute_resolution_and_wrapping_band():
+def test_minute_resolution_and_wrapping_band() -> None:
     t = tariff(
         """\
       price_per_kwh: 0.20
@@ -82,7 +82,7 @@ def test_minute_resolution_and_wrapping_band():
     assert t.band_at(day.replace(hour=6, minute=40)).name == "standard"
 
 
-def test_weekday_band_not_on_weekends():
+def test_weekday_band_not_on_weekends() -> None:
     t = tariff(TOU)
     saturday = datetime(2025, 3, 8, tzinfo=UTC)
     monday = datetime(2025, 3, 10, tzinfo=UTC)
@@ -92,7 +92,7 @@ def test_weekday_band_not_on_weekends():
     ] == pytest.approx(3)
 
 
-def test_spring_forward_skipped_hour_is_neither_priced_nor_lost():
+def test_spring_forward_skipped_hour_is_neither_priced_nor_lost() -> None:
     # 2024-03-10 in New York: 02:00 EST jumps to 03:00 EDT; the day has 23 hours.
     t = tariff(
         """\
@@ -119,7 +119,7 @@ def test_spring_forward_skipped_hour_is_neither_priced_nor_lost():
     assert normal == pytest.approx({"night": 5.0, "odd": 1.0, "standard": 18.0})
 
 
-def test_fall_back_repeated_hour_is_priced_twice():
+def test_fall_back_repeated_hour_is_priced_twice() -> None:
     # 2024-11-03 in New York: 02:00 EDT falls back to 01:00 EST; the day has 25 hours.
     t = tariff(
         """\
@@ -138,7 +138,7 @@ def test_fall_back_repeated_hour_is_priced_twice():
     assert [(s.start.hour, s.end.hour) for s in odd] == [(5, 6), (6, 7)]
 
 
-def test_slots_cover_the_range_without_gaps_across_dst():
+def test_slots_cover_the_range_without_gaps_across_dst() -> None:
     t = tariff(TOU, tz="Europe/Berlin")
     start = datetime(2025, 3, 29, 12, tzinfo=UTC)
     end = datetime(2025, 4, 2, 7, 13, tzinfo=UTC)
@@ -149,7 +149,7 @@ def test_slots_cover_the_range_without_gaps_across_dst():
     assert all(s.start < s.end for s in slots)
 
 
-def test_holidays_fixed_and_yearly():
+def test_holidays_fixed_and_yearly() -> None:
     t = tariff(
         TOU
         + """\
@@ -167,7 +167,7 @@ def test_holidays_fixed_and_yearly():
     assert t.day_tags(christmas.date()) == frozenset({"all", "holidays", "weekends"})
 
 
-def test_holiday_band_and_holidays_not_like_weekends():
+def test_holiday_band_and_holidays_not_like_weekends() -> None:
     t = tariff(
         """\
       price_per_kwh: 0.30
@@ -184,7 +184,7 @@ def test_holiday_band_and_holidays_not_like_weekends():
     assert t.band_at(ordinary_sunday).name == "weekend"
 
 
-def test_seasons_choose_bands_and_peak_per_season():
+def test_seasons_choose_bands_and_peak_per_season() -> None:
     t = tariff(
         """\
       price_per_kwh: 0.30
@@ -213,7 +213,7 @@ def test_seasons_choose_bands_and_peak_per_season():
     assert t.cheapest_price_per_kwh == 0.10
 
 
-def test_base_band_that_is_never_in_force_is_not_the_peak():
+def test_base_band_that_is_never_in_force_is_not_the_peak() -> None:
     t = tariff(
         """\
       price_per_kwh: 5.00
@@ -228,7 +228,7 @@ def test_base_band_that_is_never_in_force_is_not_the_peak():
     assert t.cheapest_price_per_kwh == 0.10
 
 
-def test_first_matching_band_wins():
+def test_first_matching_band_wins() -> None:
     t = tariff(
         """\
       price_per_kwh: 0.30
@@ -241,7 +241,7 @@ def test_first_matching_band_wins():
     assert t.band_at(datetime(2025, 3, 5, 10, 30, tzinfo=UTC)).name == "b"
 
 
-def test_band_co2_falls_back_to_tariff_co2():
+def test_band_co2_falls_back_to_tariff_co2() -> None:
     t = tariff(
         """\
       price_per_kwh: 0.30
@@ -255,17 +255,19 @@ def test_band_co2_falls_back_to_tariff_co2():
     assert co2 == {"standard": 400, "solar": 50, "night": 400}
 
 
-def test_naive_times_are_refused():
+def test_naive_times_are_refused() -> None:
     t = Tariff.flat("x", 0.1)
     with pytest.raises(TariffError, match="no timezone"):
         t.band_at(datetime(2025, 1, 1))
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def test_wall_to_utc_gap_and_fold():
+def test_wall_to_utc_gap_and_fold() -> None:
     # 02:30 never happens on 2024-03-10: it maps to the jump, 07:00 UTC.
     assert wall_to_utc(datetime(2024, 3, 10, 2, 30), NY) == utc(2024, 3, 10, 7)
     # 01:30 happens twice on 2024-11-03: the first time (EDT) is taken.
@@ -301,7 +303,7 @@ tariffs:
 """
 
 
-def test_precedence_sensor_rack_customer_location_default():
+def test_precedence_sensor_rack_customer_location_default() -> None:
     book = TariffBook(parse_config(BOOK))
     got = {}
     for address in range(1, 6):
@@ -323,7 +325,7 @@ def test_precedence_sensor_rack_customer_location_default():
     assert unknown.tariff.name == "d"
 
 
-def test_no_tariffs_means_no_tariff():
+def test_no_tariffs_means_no_tariff() -> None:
     book = TariffBook(parse_config("sensors: [{address: 1}]\n"))
     assert book.for_sensor(1).tariff is None
     assert book.for_sensor(1).tariff_source == "none"
@@ -365,7 +367,9 @@ TWO_PLANS = (
         ("tariffs:\n  plans:\n" + TWO_PLANS + "\n", 2, "one currency"),
     ],
 )
-def test_config_errors_name_file_line_and_key(yaml_text: str, line: int, fragment: str):
+def test_config_errors_name_file_line_and_key(
+    yaml_text: str, line: int, fragment: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(yaml_text, "cost.yaml")
     text = str(info.value)
@@ -373,7 +377,9 @@ def test_config_errors_name_file_line_and_key(yaml_text: str, line: int, fragmen
     assert fragment in text
 
 
-def test_the_documented_example_config_is_valid(monkeypatch: pytest.MonkeyPatch):
+def test_the_documented_example_config_is_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import re
 
     doc = (REPO_ROOT / "docs" / "cost.md").read_text()

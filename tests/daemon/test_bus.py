@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.fixtures.sinks import RecordingSink
+from tests.fixtures.waiting import wait_until
 from wattd.core.readings import FrameRecord, Reading
 from wattd.daemon.bus import BoundedQueue, Bus, SinkChannel
 from wattd.errors import SinkRejected, SinkUnavailable
@@ -42,14 +43,6 @@ def frame(i: int) -> FrameRecord:
     )
 
 
-async def wait_until(cond, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
-
-
 def fast_channel(sink: Sink) -> SinkChannel:
     return SinkChannel(sink, retry_initial_s=0.01, retry_max_s=0.05)
 
@@ -64,6 +57,20 @@ def test_bounded_queue_drops_oldest_and_counts() -> None:
     assert len(q) == 0
     with pytest.raises(ValueError, match="at least 1"):
         BoundedQueue(0)
+
+
+def test_put_back_returns_a_batch_ahead_of_newer_items() -> None:
+    q: BoundedQueue[int] = BoundedQueue(3)
+    q.put(1)
+    q.put(2)
+    batch = q.take(2)
+    q.put(3)
+    q.put(4)
+    # No room for all four: the oldest goes, as a put would have dropped it.
+    assert q.put_back(batch) == 1
+    assert q.dropped == 1
+    assert q.enqueued == 4
+    assert q.take(10) == [2, 3, 4]
 
 
 def test_log_throttle_counts_suppressed_lines() -> None:
@@ -269,3 +276,96 @@ async def test_crashing_background_task_is_restarted() -> None:
         await wait_until(lambda: len(sink.received) == 1)
         await ch.close(5)
     assert ch.snapshot().errors == 2
+
+
+class SpooledSink(RecordingSink):
+    """Stands in for the MQTT and InfluxDB sinks: its write only spools."""
+
+    retries_itself = True
+
+
+def test_the_spooled_sinks_retry_by_themselves() -> None:
+    from wattd.sinks.influx.sink import InfluxSink
+    from wattd.sinks.mqtt.sink import MqttSink
+
+    assert MqttSink.retries_itself
+    assert InfluxSink.retries_itself
+    assert not RecordingSink.retries_itself
+
+
+async def test_refused_batch_of_a_self_retrying_sink_waits_for_the_next_reading() -> (
+    None
+):
+    sink = SpooledSink("spooled")
+    sink.fail_next = [SinkUnavailable("spool full", sink="spooled")]
+    ch = fast_channel(sink)
+    async with asyncio.TaskGroup() as tg:
+        ch.start(tg)
+        for i in range(3):
+            ch.offer(reading(i))
+        await wait_until(lambda: ch.snapshot().errors == 1)
+        # Many backoff steps of the other sinks pass: no retry loop here.
+        await asyncio.sleep(0.2)
+        assert sink.received == []
+        assert ch.snapshot().queue_depth == 3
+        ch.offer(reading(3))
+        await wait_until(lambda: len(sink.received) == 4)
+        await ch.close(5)
+    assert [int(r.watts) for r in sink.received] == [0, 1, 2, 3]
+    snap = ch.snapshot()
+    assert snap.errors == 1
+    assert snap.written == 4
+    assert snap.dropped == 0
+    assert snap.rejected == 0
+    assert "spool full" in (snap.last_error or "")
+
+
+async def test_refused_batch_of_a_self_retrying_sink_is_tried_once_more_at_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = SpooledSink("spooled")
+    sink.fail_next = [SinkUnavailable("spool full", sink="spooled")]
+    ch = fast_channel(sink)
+    async with asyncio.TaskGroup() as tg:
+        ch.start(tg)
+        ch.offer(reading(0))
+        await wait_until(lambda: ch.snapshot().errors == 1)
+        await ch.close(5)
+    assert [int(r.watts) for r in sink.received] == [0]
+    assert sink.events == ["start", "flush", "stop"]
+
+    stuck = SpooledSink("stuck")
+    stuck.fail_next = [SinkUnavailable("disk full", sink="stuck")] * 100
+    ch = fast_channel(stuck)
+    with caplog.at_level(logging.ERROR, logger="wattd.daemon.bus"):
+        async with asyncio.TaskGroup() as tg:
+            ch.start(tg)
+            ch.offer(reading(0))
+            ch.offer(reading(1))
+            await wait_until(lambda: ch.snapshot().errors == 1)
+            await ch.close(5)
+    snap = ch.snapshot()
+    assert snap.errors == 2  # the first try and the one after the close
+    assert snap.dropped == 2  # counted, not lost silently
+    assert stuck.events == ["start", "flush", "stop"]
+    assert any("refused at shutdown" in r.getMessage() for r in caplog.records)
+
+
+async def test_bug_in_a_self_retrying_sink_gets_a_few_chances_then_is_dropped() -> None:
+    sink = SpooledSink("buggy", batch_size=1)
+    sink.fail_next = [RuntimeError("oops")] * 3
+    ch = fast_channel(sink)
+    async with asyncio.TaskGroup() as tg:
+        ch.start(tg)
+        # Each refusal waits for the next reading before the batch goes again.
+        ch.offer(reading(0))
+        await wait_until(lambda: ch.snapshot().errors == 1)
+        ch.offer(reading(1))
+        await wait_until(lambda: ch.snapshot().errors == 2)
+        ch.offer(reading(2))
+        await wait_until(lambda: len(sink.received) == 2)
+        await ch.close(5)
+    assert [int(r.watts) for r in sink.received] == [1, 2]
+    snap = ch.snapshot()
+    assert snap.rejected == 1
+    assert snap.errors == 3

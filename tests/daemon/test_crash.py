@@ -21,7 +21,6 @@ import os
 import random
 import sqlite3
 import stat
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,11 @@ import pytest
 
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.services import LOOPBACK, Mosquitto, VictoriaMetrics, running
+from tests.fixtures.waiting import wait_until
 from wattd.sources.simulate import MeterModel, Simulator, varied_meters
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from pathlib import Path
 
     from tests.fixtures.pty import Pty
@@ -129,14 +129,6 @@ def decreases(series: Iterable[tuple[int, float]]) -> list[tuple[float, float]]:
     return out
 
 
-async def until(check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(check):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:g} s")
-        await asyncio.sleep(0.05)
-
-
 def daemon_config(
     workdir: Path,
     device: str,
@@ -223,9 +215,12 @@ async def kill_9_loop(
                 # Readings keep coming into the store while neither server is up.
                 base = len(stored(store_path))
                 more = rng.randint(5, 40)
-                await until(
+                await wait_until(
                     lambda: len(stored(store_path)) >= base + more,  # noqa: B023
-                    f"store growing during the outage {context}",
+                    what=f"store growing during the outage {context}",
+                    timeout_s=30,
+                    interval_s=0.05,
+                    off_loop=True,
                 )
                 await asyncio.to_thread(daemon.kill9)
                 await start()
@@ -235,21 +230,30 @@ async def kill_9_loop(
             # (none at all for the first run: killed as soon as it runs).
             base = len(sub.received)
             more = 0 if kill == 0 else rng.randint(1, 40)
-            await until(
+            await wait_until(
                 lambda: len(sub.received) >= base + more,  # noqa: B023
-                f"MQTT messages after start {runs} {context}",
+                what=f"MQTT messages after start {runs} {context}",
+                timeout_s=30,
             )
             await asyncio.to_thread(daemon.kill9)
         # The last run delivers every backlog, then stops cleanly.
         await start()
         base = len(sub.received)
-        await until(
-            lambda: len(sub.received) >= base + 30, f"MQTT after the loop {context}"
+        await wait_until(
+            lambda: len(sub.received) >= base + 30,
+            what=f"MQTT after the loop {context}",
+            timeout_s=30,
         )
         feed.stop()
         state_dir = tmp_path / "state"
         spool = state_dir / "spool.sqlite"
-        await until(lambda: _spool_empty(spool), f"spool drained {context}", 60)
+        await wait_until(
+            lambda: _spool_empty(spool),
+            what=f"spool drained {context}",
+            timeout_s=60,
+            interval_s=0.05,
+            off_loop=True,
+        )
         # Private without systemd's UMask= (this process has umask 022).
         modes = {p.name: _mode(p) for p in state_dir.iterdir() if p.is_file()}
         assert _mode(state_dir) == 0o700
@@ -261,7 +265,11 @@ async def kill_9_loop(
         # everything wattd published has arrived.
         async with aiomqtt.Client(broker.host, broker.port) as client:
             await client.publish(MARKER, json.dumps({"marker": "end"}), qos=1)
-        await until(lambda: "end" in sub.markers, "the end marker")
+        await wait_until(
+            lambda: "end" in sub.markers,
+            what="the end marker",
+            timeout_s=30,
+        )
     finally:
         os.umask(old_umask)
         if feeding:

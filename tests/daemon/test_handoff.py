@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tests.fixtures.daemon import meter_sensors, running_supervisor
+from tests.fixtures.readings import steady_reading
 from tests.fixtures.sinks import RecordingSink
+from tests.fixtures.waiting import wait_until
 from wattd.config import Config
 from wattd.core.readings import Reading
 from wattd.daemon.bus import Bus, SinkChannel
@@ -18,29 +19,10 @@ from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.storage.store import Store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
     from pathlib import Path
 
     from tests.fixtures.pty import Pty
-
-T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-
-
-def reading(i: int, sensor: int = 1) -> Reading:
-    return Reading(
-        sensor=sensor,
-        name=f"s{sensor}",
-        time=T0 + timedelta(seconds=2 * i),
-        monotonic_s=2.0 * i,
-        watts=60.0,
-        va=61.0,
-        vrms=120.0,
-        irms=0.5,
-        power_factor=0.98,
-        wh_total=60.0 * 2 * i / 3600,
-        wh_delta=0.0 if i == 0 else 60.0 * 2 / 3600,
-        rssi_dbm=-50,
-    )
 
 
 def config(tmp_path: Path, **data: Any) -> Config:
@@ -70,12 +52,6 @@ class StoreChecker(RecordingSink):
         await super().write(readings)
 
 
-async def wait_until(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.01)
-
-
 def wired(bus: Bus, handoff: Handoff, *sinks: Any) -> list[SinkChannel]:
     channels = []
     for sink in sinks:
@@ -99,7 +75,7 @@ async def test_other_sinks_get_a_reading_only_once_it_is_stored(
         store_channel.start(tg)
         other_channel.start(tg)
         for i in range(200):
-            handoff.publish(reading(i))
+            handoff.publish(steady_reading(i))
             if i % 7 == 0:
                 await asyncio.sleep(0.002)
         # Well before the 60 s flush interval: the store commits for the others.
@@ -107,7 +83,9 @@ async def test_other_sinks_get_a_reading_only_once_it_is_stored(
         await store_channel.close(5)
         await other_channel.close(5)
     assert other.not_stored == []
-    assert [r.time for r in other.received] == [reading(i).time for i in range(200)]
+    assert [r.time for r in other.received] == [
+        steady_reading(i).time for i in range(200)
+    ]
     assert handoff.waiting == 0
 
 
@@ -123,14 +101,16 @@ async def test_store_trouble_does_not_hold_up_the_other_sinks(tmp_path: Path) ->
         store_channel.start(tg)
         other_channel.start(tg)
         for i in range(20):
-            handoff.publish(reading(i))
+            handoff.publish(steady_reading(i))
         # Released when the write fails, not after HOLD_MAX_S.
         await wait_until(lambda: len(other.received) == 20, timeout_s=HOLD_MAX_S / 2)
-        handoff.publish(reading(20))  # the store still fails: straight through
+        handoff.publish(steady_reading(20))  # the store still fails: straight through
         await wait_until(lambda: len(other.received) == 21, timeout_s=HOLD_MAX_S / 2)
         await store_channel.close(1)
         await other_channel.close(5)
-    assert [r.time for r in other.received] == [reading(i).time for i in range(21)]
+    assert [r.time for r in other.received] == [
+        steady_reading(i).time for i in range(21)
+    ]
 
 
 def test_readings_that_wait_too_long_for_the_store_are_released(
@@ -143,19 +123,19 @@ def test_readings_that_wait_too_long_for_the_store_are_released(
     store_channel, other_channel = wired(
         bus, handoff, SqliteSink(config(tmp_path)), RecordingSink("mqtt")
     )
-    handoff.publish(reading(0))
+    handoff.publish(steady_reading(0))
     now[0] += HOLD_MAX_S / 2
-    handoff.publish(reading(1))
+    handoff.publish(steady_reading(1))
     assert handoff.release_overdue() == 0
     assert len(other_channel.readings) == 0
     now[0] += HOLD_MAX_S / 2 + 0.1
     assert handoff.release_overdue() == 1
-    assert [r.time for r in other_channel.readings.take(10)] == [reading(0).time]
+    assert [r.time for r in other_channel.readings.take(10)] == [steady_reading(0).time]
     assert len(store_channel.readings) == 2
     handoff.detach(store_channel)  # the rest goes now
-    assert [r.time for r in other_channel.readings.take(10)] == [reading(1).time]
+    assert [r.time for r in other_channel.readings.take(10)] == [steady_reading(1).time]
     assert handoff.store is None
-    handoff.publish(reading(2))
+    handoff.publish(steady_reading(2))
     assert len(other_channel.readings) == 1
 
 
@@ -163,7 +143,7 @@ def test_a_store_alone_keeps_its_batching(tmp_path: Path) -> None:
     bus = Bus()
     handoff = Handoff(bus)
     (store_channel,) = wired(bus, handoff, SqliteSink(config(tmp_path)))
-    handoff.publish(reading(0))
+    handoff.publish(steady_reading(0))
     # Nobody waits, so nothing is held and the store need not commit early.
     assert handoff.waiting == 0
     assert len(store_channel.readings) == 1

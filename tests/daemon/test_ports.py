@@ -3,13 +3,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from typing import Literal
 
 import pytest
 
 from wattd.config import PortConfig
 from wattd.core.frames import encode_frame
 from wattd.core.iosample import encode_rx16_io
-from wattd.daemon.ports import PortReader, RateMeter, claimed_sensor
+from wattd.daemon.ports import PortReader, RateMeter
 from wattd.sources.serial import Chunk
 
 T0 = datetime(2024, 5, 1, tzinfo=UTC)
@@ -38,7 +39,7 @@ def chunk(data: bytes, t: float = 10.0, connection: int = 1) -> Chunk:
     )
 
 
-def reader(api_mode: int = 1) -> PortReader:
+def reader(api_mode: Literal[1, 2] = 1) -> PortReader:
     return PortReader(
         PortConfig(device="/dev/x", name="p", api_mode=api_mode), NoSource()
     )
@@ -54,7 +55,7 @@ def test_rate_meter_averages_over_its_window() -> None:
 
 
 @pytest.mark.parametrize("api_mode", [1, 2])
-def test_decode_gives_records_and_io_frames(api_mode: int) -> None:
+def test_decode_gives_records_and_io_frames(api_mode: Literal[1, 2]) -> None:
     r = reader(api_mode)
     wire = frame(3, api_mode) + b"\x00\x01" + frame(4, api_mode)
     items = r.decode(chunk(wire[:50])) + r.decode(chunk(wire[50:], t=11.0))
@@ -95,11 +96,21 @@ def test_bad_checksum_names_the_claimed_sensor_and_logs_rate_limited(
     assert len(lines) == 1
 
 
+def claimed(wire: bytes, api_mode: Literal[1, 2]) -> list[int | None]:
+    r = reader(api_mode)
+    items = r.decode(chunk(wire)) + r.decode(chunk(b"", connection=2))
+    return [i.claimed_sensor for i in items if i.record.kind == "bad_checksum"]
+
+
 def test_claimed_sensor_in_both_modes() -> None:
-    assert claimed_sensor(frame(0x0102, 1), 1) == 0x0102
-    assert claimed_sensor(frame(0x7D13, 2), 2) == 0x7D13  # escaped address bytes
-    assert claimed_sensor(b"\x7e\x00\x02\x8a\x00\x75", 1) is None  # not an 0x83
-    assert claimed_sensor(b"\x7e\x00", 1) is None
+    bad = bytearray(frame(0x0102, 1))
+    bad[-1] ^= 0x01
+    assert claimed(bytes(bad), 1) == [0x0102]
+    bad = bytearray(frame(0x7D13, 2))  # escaped address bytes
+    bad[-1] ^= 0x01
+    assert claimed(bytes(bad), 2) == [0x7D13]
+    assert claimed(b"\x7e\x00\x02\x8a\x00\x76", 1) == [None]  # not an 0x83
+    assert claimed(b"\x7e\x00", 1) == []
 
 
 def test_modem_status_is_counted() -> None:

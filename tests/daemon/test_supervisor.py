@@ -11,6 +11,7 @@ import pytest
 from tests.fixtures.daemon import meter_sensors, running_supervisor
 from tests.fixtures.pty import Pty, SocatLink
 from tests.fixtures.sinks import RecordingSink
+from tests.fixtures.waiting import wait_until
 from wattd.config import Config
 from wattd.daemon.sdnotify import SdNotifier
 from wattd.daemon.supervisor import Supervisor
@@ -48,15 +49,6 @@ def meters_3() -> list[MeterModel]:
 def frames_for(meter: MeterModel, n: int, seed: int = 3) -> list[bytes]:
     sim = Simulator([meter], seed=seed)
     return [sim.next_frame().data for _ in range(n)]
-
-
-async def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def recording_factory(*sinks: Sink) -> Callable[[Config], list[Sink]]:
@@ -339,7 +331,7 @@ async def test_state_is_saved_every_interval_and_at_shutdown(
             pty.write(data)
             await asyncio.sleep(0.2)
         await wait_until(lambda: len(sink.received) == 3)
-        await wait_until(lambda: config.state_path.exists(), timeout=5)
+        await wait_until(lambda: config.state_path.exists(), timeout_s=5)
         saved = sup.snapshot().state_saved_at
         assert saved is not None
     import json

@@ -28,12 +28,14 @@ from wattd.storage.store import (
     MINUTE_NS,
     NS_PER_S,
     WRITER_HEARTBEAT_KEY,
+    Resolution,
     Store,
     StoredReading,
     to_ns,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -127,7 +129,9 @@ def frames() -> list[Archived]:
 
 
 @pytest.fixture
-def live(tmp_path: Path, frames: list[Archived]) -> tuple[Store, list[Reading]]:
+def live(
+    tmp_path: Path, frames: list[Archived]
+) -> Iterator[tuple[Store, list[Reading]]]:
     """A store as the daemon left it, with readings from the wrong calibration."""
     wrong = make_config(tmp_path, wrong=True)
     # The daemon's monotonic clock has nothing to do with the wall clock.
@@ -250,6 +254,7 @@ def test_sub_range_reprocess_keeps_the_series_consistent(
                 assert g.wh_delta == o.wh_delta
         # No jump at either edge: each total is the previous one plus its delta.
         for a, b in itertools.pairwise(news):
+            assert a.wh_total is not None
             assert b.wh_total == pytest.approx(a.wh_total + b.wh_delta, rel=1e-9), (
                 b.time
             )
@@ -266,16 +271,19 @@ def test_sub_range_reprocess_keeps_the_series_consistent(
     assert meter_1.wh_after != pytest.approx(meter_1.wh_before, rel=0.01)
     # Every bucket, including those just outside the range, equals a rebuild of
     # the whole history from the final readings.
-    kept = {res: store.rollups(res, 0, FAR) for res in ("1m", "1h")}
+    resolutions: tuple[Resolution, ...] = ("1m", "1h")
+    kept = {res: store.rollups(res, 0, FAR) for res in resolutions}
     store.rebuild_rollups(to_ns(T0), to_ns(T0 + timedelta(hours=HOURS)))
     for res, rows in kept.items():
         fresh = store.rollups(res, 0, FAR)
         assert [(r.sensor, r.start_ns, r.n_readings) for r in rows] == [
             (r.sensor, r.start_ns, r.n_readings) for r in fresh
         ]
-        for a, b in zip(rows, fresh, strict=True):
-            assert a.wh == pytest.approx(b.wh, rel=1e-9, abs=1e-9)
-            assert a.wh_total_last == pytest.approx(b.wh_total_last, rel=1e-12)
+        for kept_row, fresh_row in zip(rows, fresh, strict=True):
+            assert kept_row.wh == pytest.approx(fresh_row.wh, rel=1e-9, abs=1e-9)
+            assert kept_row.wh_total_last == pytest.approx(
+                fresh_row.wh_total_last, rel=1e-12
+            )
 
 
 def test_dry_run_reports_the_same_and_changes_nothing(

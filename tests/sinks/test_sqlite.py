@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fixtures.readings import steady_reading
+from tests.fixtures.waiting import wait_until
 from wattd.config import Config, StoreConfig
-from wattd.core.readings import FrameRecord, Reading
+from wattd.core.readings import FrameRecord
 from wattd.daemon.bus import SinkChannel
 from wattd.errors import SinkUnavailable
 from wattd.sinks.sqlite import SqliteSink
@@ -21,24 +23,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-def reading(i: int, sensor: int = 1) -> Reading:
-    at = T0 + timedelta(seconds=2 * i)
-    return Reading(
-        sensor=sensor,
-        name=f"s{sensor}",
-        time=at,
-        monotonic_s=2.0 * i,
-        watts=60.0,
-        va=61.0,
-        vrms=120.0,
-        irms=0.5,
-        power_factor=0.98,
-        wh_total=60.0 * 2 * i / 3600,
-        wh_delta=0.0 if i == 0 else 60.0 * 2 / 3600,
-        rssi_dbm=-50,
-    )
 
 
 def frame(i: int) -> FrameRecord:
@@ -75,7 +59,7 @@ async def test_writes_readings_frames_and_rollups(tmp_path: Path) -> None:
     sink = make_sink(cfg)
     assert sink.wants_frames
     await sink.start()
-    await sink.write([reading(i) for i in range(40)])
+    await sink.write([steady_reading(i) for i in range(40)])
     await sink.write_frames([frame(i) for i in range(40)])
     await sink.flush()
     assert stored(cfg) == (40, 40)
@@ -99,14 +83,14 @@ async def test_batches_wait_for_batch_size(tmp_path: Path) -> None:
     sink = make_sink(cfg)
     assert sink.batch_size == 10
     await sink.start()
-    await sink.write([reading(i) for i in range(6)])
+    await sink.write([steady_reading(i) for i in range(6)])
     await sink.write_frames([frame(i) for i in range(3)])
     assert stored(cfg) == (0, 0)
     assert sink.stats()["buffered_readings"] == 6
-    await sink.write([reading(i) for i in range(6, 8)])  # 8 + 3 >= 10: one batch
+    await sink.write([steady_reading(i) for i in range(6, 8)])  # 8 + 3 >= 10: one batch
     assert stored(cfg) == (8, 3)
     assert sink.stats()["flushes"] == 1
-    await sink.write([reading(8)])
+    await sink.write([steady_reading(8)])
     assert stored(cfg) == (8, 3)
     await sink.stop()
     assert stored(cfg) == (9, 3)
@@ -118,10 +102,8 @@ async def test_run_flushes_on_the_interval(tmp_path: Path) -> None:
     await sink.start()
     runner = asyncio.create_task(sink.run())
     try:
-        await sink.write([reading(i) for i in range(3)])
-        async with asyncio.timeout(5):
-            while stored(cfg)[0] < 3:
-                await asyncio.sleep(0.02)
+        await sink.write([steady_reading(i) for i in range(3)])
+        await wait_until(lambda: stored(cfg)[0] >= 3, timeout_s=5)
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -138,7 +120,9 @@ async def test_locked_store_is_retried_with_a_clear_error(
     blocker = sqlite3.connect(cfg.store_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     try:
-        await sink.write([reading(i) for i in range(4)])  # full batch; flush fails
+        await sink.write(
+            [steady_reading(i) for i in range(4)]
+        )  # full batch; flush fails
         assert "locked" in caplog.text
         stats = sink.stats()
         assert stats["flush_errors"] >= 1
@@ -146,20 +130,20 @@ async def test_locked_store_is_retried_with_a_clear_error(
         assert stats["buffered_readings"] == 4
         # The buffer is full: further batches are handed back to the bus.
         with pytest.raises(SinkUnavailable, match="locked"):
-            await sink.write([reading(4)])
+            await sink.write([steady_reading(4)])
         with pytest.raises(SinkUnavailable, match=str(cfg.store_path)):
             await sink.flush()
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
-    await sink.write([reading(4)])
+    await sink.write([steady_reading(4)])
     assert stored(cfg)[0] >= 4
     await sink.flush()
     assert stored(cfg)[0] == 5
     assert sink.stats()["store_ok"] == 1.0
     with Store.open(cfg.store_path, readonly=True) as s:
         assert [r.time_ns for r in s.readings(0, 1 << 62)] == [
-            reading(i).time_ns for i in range(5)
+            steady_reading(i).time_ns for i in range(5)
         ]
     await sink.stop()
 
@@ -178,7 +162,7 @@ async def test_corrupt_store_is_set_aside_and_replaced(
     assert aside[0].read_bytes() == junk
     assert "corrupt" in caplog.text
     assert sink.stats()["corrupt_set_aside"] == 1
-    await sink.write([reading(0), reading(1)])
+    await sink.write([steady_reading(0), steady_reading(1)])
     await sink.flush()
     assert stored(cfg) == (2, 0)
     await sink.stop()
@@ -193,7 +177,7 @@ async def test_unopenable_store_keeps_the_sink_running(tmp_path: Path) -> None:
     sink = make_sink(cfg)
     await sink.start()  # logs, does not raise
     assert sink.stats()["store_ok"] == 0.0
-    await sink.write([reading(0)])
+    await sink.write([steady_reading(0)])
     with pytest.raises(SinkUnavailable, match="state directory"):
         await sink.flush()
     await sink.stop()
@@ -209,22 +193,20 @@ async def test_run_applies_retention(tmp_path: Path) -> None:
     now = T0 + timedelta(days=3)
     sink = make_sink(cfg, now=now)
     await sink.start()
-    await sink.write([reading(i) for i in range(10)])
+    await sink.write([steady_reading(i) for i in range(10)])
     await sink.write_frames([frame(i) for i in range(10)])
     await sink.flush()
     assert stored(cfg) == (10, 10)
     runner = asyncio.create_task(sink.run())
     try:
-        async with asyncio.timeout(5):
-            while stored(cfg) != (0, 0):
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: stored(cfg) == (0, 0), timeout_s=5)
     finally:
         runner.cancel()
         with pytest.raises(asyncio.CancelledError):
             await runner
     assert sink.stats()["retention_deleted"] == 20
     with Store.open(cfg.store_path, readonly=True) as s:
-        assert s.last_wh_totals()[1] == pytest.approx(reading(9).wh_total)
+        assert s.last_wh_totals()[1] == pytest.approx(steady_reading(9).wh_total)
         assert len(s.rollups("1m", 0, 1 << 62)) > 0  # kept 90 days by default
     await sink.stop()
 
@@ -233,11 +215,11 @@ async def test_reconfigure_to_a_new_path_reopens(tmp_path: Path) -> None:
     cfg = config(tmp_path)
     sink = make_sink(cfg)
     await sink.start()
-    await sink.write([reading(0)])
+    await sink.write([steady_reading(0)])
     await sink.flush()
     other = Config(state_dir=tmp_path / "elsewhere", store=cfg.store)
     sink.reconfigure(other)
-    await sink.write([reading(1)])
+    await sink.write([steady_reading(1)])
     await sink.flush()
     await sink.stop()
     assert stored(cfg) == (1, 0)
@@ -251,7 +233,7 @@ async def test_through_the_bus(tmp_path: Path) -> None:
     async with asyncio.TaskGroup() as tg:
         channel.start(tg)
         for i in range(50):
-            channel.offer(reading(i))
+            channel.offer(steady_reading(i))
             channel.offer_frame(frame(i))
             if i % 10 == 0:
                 await asyncio.sleep(0)

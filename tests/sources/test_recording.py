@@ -6,7 +6,7 @@ import gzip
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -41,7 +41,9 @@ def sim_bytes(
     return b"".join(f.data for f in sim.advance(until))
 
 
-def write_recording(path: Path, chunks: list[tuple[float, int, bytes]], **kw) -> None:
+def write_recording(
+    path: Path, chunks: list[tuple[float, int, bytes]], **kw: Any
+) -> None:
     with RecordingWriter(
         path,
         port="/dev/ttyUSB0",

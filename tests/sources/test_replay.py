@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.fixtures.clocks import SleepClock
 from wattd.core.frames import FrameDecoder
 from wattd.core.iosample import IoSampleFrame
 from wattd.errors import CaptureError, ConfigError
@@ -21,24 +22,10 @@ from wattd.sources.replay import ReplayChunk, default_speed, replay_capture, rep
 from wattd.sources.simulate import Simulator, varied_meters
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
-
-
-class FakeClock:
-    """A monotonic clock that only moves when the replay sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 500.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
 
 
 def make_recording(
@@ -66,7 +53,7 @@ def make_recording(
     return written
 
 
-async def collect(gen) -> list[ReplayChunk]:
+async def collect(gen: AsyncIterator[ReplayChunk]) -> list[ReplayChunk]:
     return [chunk async for chunk in gen]
 
 
@@ -75,7 +62,7 @@ async def test_recording_at_speed_zero_is_immediate_with_recorded_times(
 ) -> None:
     path = tmp_path / "rec.jsonl"
     written = make_recording(path)
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     capture = load_capture(path)
     assert default_speed(capture) == 1.0
     out = await collect(
@@ -97,7 +84,7 @@ async def test_recording_at_speed_zero_is_immediate_with_recorded_times(
 async def test_recording_paced_at_speed_n(tmp_path: Path, speed: float) -> None:
     path = tmp_path / "rec.jsonl"
     make_recording(path)
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     capture = load_capture(path)
     first = capture.chunks[0].offset_s
     seen = [
@@ -118,7 +105,7 @@ async def test_recording_paced_at_speed_n(tmp_path: Path, speed: float) -> None:
 async def test_default_speed_of_a_recording_is_real_time(tmp_path: Path) -> None:
     path = tmp_path / "rec.jsonl"
     make_recording(path, seconds=10)
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     capture = load_capture(path)
     out = await collect(replay_capture(capture, clock=clock, sleep=clock.sleep))
     assert len(out) == len(capture.chunks)
@@ -130,7 +117,7 @@ async def test_default_speed_of_a_recording_is_real_time(tmp_path: Path) -> None
 async def test_a_slow_consumer_is_not_waited_for(tmp_path: Path) -> None:
     path = tmp_path / "rec.jsonl"
     make_recording(path, seconds=20)
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     capture = load_capture(path)
     count = 0
     async for _ in replay_capture(capture, speed=1.0, clock=clock, sleep=clock.sleep):
@@ -156,7 +143,7 @@ async def test_raw_capture_defaults_to_speed_zero_with_a_synthetic_clock(
     frames = sim.advance(30.0)
     path = tmp_path / "raw.bin"
     path.write_bytes(b"".join(f.data for f in frames))
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     out = await collect(
         replay_file(path, start_wall=T0, clock=clock, sleep=clock.sleep)
     )
@@ -174,7 +161,7 @@ async def test_raw_capture_paced_at_one_frame_per_interval_over_speed(
     sim = Simulator(varied_meters(1, seed=2), seed=2, api_mode=2)
     path = tmp_path / "raw.ap2.bin"
     path.write_bytes(b"".join(f.data for f in sim.advance(20.0)))
-    clock = FakeClock()
+    clock = SleepClock(500.0)
     emitted = []
     async for chunk in replay_file(
         path, speed=4.0, start_wall=T0, clock=clock, sleep=clock.sleep

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.fixtures.pty import Pty, SocatLink
+from tests.fixtures.waiting import wait_until
 from wattd.config import PortConfig
 from wattd.core.frames import FrameDecoder, encode_frame
 from wattd.core.iosample import IoSampleFrame, encode_rx16_io
@@ -51,12 +52,19 @@ async def keep_sending(fd: int, frame: bytes, reader: Reader, n: int) -> None:
     A frame sent while the device end is closed may or may not wait for the
     reopen (socat may drop it), so the meter keeps sending.
     """
-    deadline = time.monotonic() + 5
-    while len(reader.data) < n:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"got {len(reader.data)} of {n} bytes")
+
+    def arrived() -> bool:
+        if len(reader.data) >= n:
+            return True
         os.write(fd, frame)
-        await asyncio.sleep(0.05)
+        return False
+
+    await wait_until(
+        arrived,
+        timeout_s=5,
+        interval_s=0.05,
+        what=lambda: f"{n} bytes; got {len(reader.data)}",
+    )
 
 
 class Reader:
@@ -80,11 +88,12 @@ class Reader:
         return b"".join(c.data for c in self.chunks)
 
     async def wait_bytes(self, n: int, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.data) < n:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"got {len(self.data)} of {n} bytes")
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: len(self.data) >= n,
+            timeout_s=timeout,
+            interval_s=0.01,
+            what=lambda: f"{n} bytes; got {len(self.data)}",
+        )
 
 
 @contextlib.asynccontextmanager

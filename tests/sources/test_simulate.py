@@ -9,11 +9,13 @@ import math
 import os
 import select
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.clocks import SleepClock
 from wattd.core.frames import FrameDecoder, FrameRejected, RejectReason
 from wattd.core.iosample import IoSampleFrame
 from wattd.errors import ConfigError
@@ -34,6 +36,11 @@ from wattd.sources.simulate import (
     varied_meters,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.fixtures.pty import Pty
+
 # -- helpers ------------------------------------------------------------------
 
 
@@ -44,7 +51,9 @@ def decode(frames: list[SimFrame], mode: int) -> list[IoSampleFrame]:
     return [e for e in events if isinstance(e, IoSampleFrame)]
 
 
-def cycle_integral(meter: MeterModel, fn, t0: float, points: int = 3600) -> float:
+def cycle_integral(
+    meter: MeterModel, fn: Callable[[float], float], t0: float, points: int = 3600
+) -> float:
     """Mean of fn(t) over exactly one mains cycle from t0 (midpoint rule)."""
     period = 1.0 / meter.mains_hz
     total = 0.0
@@ -545,22 +554,9 @@ def test_bad_specs_say_what_is_wrong(text: str, message: str) -> None:
 # -- pacing ------------------------------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        self.now += delay
-
-
 @pytest.mark.parametrize("speed", [1.0, 4.0])
 async def test_pacing_follows_simulated_time(speed: float) -> None:
-    clock = FakeClock()
+    clock = SleepClock(100.0)
     meters = varied_meters(4, seed=3)
     sim = Simulator(meters, seed=3)
     emitted: list[tuple[float, SimFrame]] = []
@@ -580,7 +576,7 @@ async def test_pacing_follows_simulated_time(speed: float) -> None:
 
 
 async def test_speed_zero_never_sleeps_and_stops_at_max_frames() -> None:
-    clock = FakeClock()
+    clock = SleepClock(100.0)
     sim = Simulator(varied_meters(4, seed=3), seed=3, drop_rate=0.5)
     out: list[SimFrame] = []
 
@@ -629,7 +625,7 @@ def read_all(fd: int, timeout: float = 0.3) -> bytes:
 
 
 @pytest.mark.parametrize("mode", [1, 2])
-async def test_run_on_pty_writes_decodable_frames(pty, mode: int) -> None:
+async def test_run_on_pty_writes_decodable_frames(pty: Pty, mode: int) -> None:
     sim = Simulator(varied_meters(3, seed=7), seed=7, api_mode=mode)
     seen: list[SimFrame] = []
     stats = await run_on_pty(
@@ -654,7 +650,7 @@ def slow_read(fd: int, want: int, timeout: float = 30.0) -> bytes:
     return bytes(out)
 
 
-async def test_run_on_pty_speed_zero_waits_for_a_slow_reader(pty) -> None:
+async def test_run_on_pty_speed_zero_waits_for_a_slow_reader(pty: Pty) -> None:
     sim = Simulator(varied_meters(50, seed=2), seed=2)
     seen: list[SimFrame] = []
     async with asyncio.TaskGroup() as tg:
@@ -667,7 +663,7 @@ async def test_run_on_pty_speed_zero_waits_for_a_slow_reader(pty) -> None:
     assert stats.bytes_written == 2000 * 88
 
 
-async def test_run_on_pty_real_time_discards_when_nobody_reads(pty) -> None:
+async def test_run_on_pty_real_time_discards_when_nobody_reads(pty: Pty) -> None:
     sim = Simulator(varied_meters(400, seed=2), seed=2)
     started = time.monotonic()
     stats = await run_on_pty(

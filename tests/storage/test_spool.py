@@ -11,37 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
 
-import wattd.storage.spool as spool_module
+import wattd.storage.spool.deadletters as dead_letters_module
+from tests.fixtures.readings import reading_with_total
 from wattd.config import parse_config
-from wattd.core.readings import Reading
 from wattd.errors import SpoolError
 from wattd.storage.spool import ROW_OVERHEAD_BYTES, AsyncSpool, Spool, StreamStats
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
-
-
-def reading(sensor: int, wh_total: float) -> Reading:
-    return Reading(
-        sensor=sensor,
-        name="x",
-        time=datetime(2024, 1, 1, tzinfo=UTC),
-        monotonic_s=1.0,
-        watts=10.0,
-        va=10.0,
-        vrms=120.0,
-        irms=0.1,
-        power_factor=1.0,
-        wh_total=wh_total,
-        wh_delta=0.0,
-        rssi_dbm=-50,
-    )
 
 
 def items(start: int, count: int, size: int = 10) -> list[tuple[int, bytes]]:
@@ -211,7 +193,7 @@ def test_dead_letters_leave_the_queue_with_the_reason(spool: Spool) -> None:
 def test_dead_letters_are_bounded(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(spool_module, "MAX_DEAD_LETTERS", 5)
+    monkeypatch.setattr(dead_letters_module, "MAX_DEAD_LETTERS", 5)
     spool.append("influx", items(0, 8))
     for item in spool.peek("influx", 8):
         spool.dead_letter("influx", [item], f"bad {item.payload.decode()}")
@@ -399,13 +381,19 @@ async def test_noted_totals_go_with_the_next_append_of_any_stream(
     path = tmp_path / "spool.sqlite"
     s = AsyncSpool(path)
     try:
-        s.note_wh_totals([reading(1, 2.0), reading(1, 3.0), reading(2, 9.0)])
-        s.note_wh_totals([reading(1, float("nan"))])
+        s.note_wh_totals(
+            [
+                reading_with_total(1, 2.0),
+                reading_with_total(1, 3.0),
+                reading_with_total(2, 9.0),
+            ]
+        )
+        s.note_wh_totals([reading_with_total(1, float("nan"))])
         await s.stats("influx")
         assert Spool.read_wh_totals(path) == {}
         await s.append("influx", items(0, 1))
         assert Spool.read_wh_totals(path) == {1: 3.0, 2: 9.0}
-        s.note_wh_totals([reading(2, 10.0)])
+        s.note_wh_totals([reading_with_total(2, 10.0)])
         with pytest.raises(SpoolError):
             await s.append("Bad Name", items(1, 1))
         # A failed append keeps the totals for the next one.

@@ -6,14 +6,13 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.readings import reading_with_total
 from wattd.config import Config, pipeline_settings
 from wattd.core.pipeline import PipelineState, ReadingPipeline
-from wattd.core.readings import Reading
 from wattd.errors import StateError
 from wattd.storage.files import atomic_write
 from wattd.storage.spool import Spool
@@ -115,29 +114,8 @@ def test_atomic_write_creates_parent_dirs(tmp_path: Path) -> None:
 def test_store_totals_read_from_sqlite(tmp_path: Path) -> None:
     config = Config.model_validate({"state_dir": str(tmp_path)})
     assert store_energy_totals(config) == {}  # no store yet
-    from datetime import UTC, datetime
-
-    from wattd.core.readings import Reading
-
     with Store.open(config.store_path) as store:
-        store.insert_readings(
-            [
-                Reading(
-                    sensor=3,
-                    name="x",
-                    time=datetime(2024, 1, 1, tzinfo=UTC),
-                    monotonic_s=1.0,
-                    watts=10.0,
-                    va=10.0,
-                    vrms=120.0,
-                    irms=0.1,
-                    power_factor=1.0,
-                    wh_total=42.5,
-                    wh_delta=0.0,
-                    rssi_dbm=-50,
-                )
-            ]
-        )
+        store.insert_readings([reading_with_total(3, 42.5)])
     assert store_energy_totals(config) == {3: 42.5}
     disabled = Config.model_validate(
         {"state_dir": str(tmp_path), "store": {"enabled": False}}
@@ -166,30 +144,15 @@ def test_restore_takes_the_larger_total(tmp_path: Path) -> None:
     assert totals == {1: 130.0, 2: 500.0}
 
 
-def reading(sensor: int, wh_total: float) -> Reading:
-    return Reading(
-        sensor=sensor,
-        name="x",
-        time=datetime(2024, 1, 1, tzinfo=UTC),
-        monotonic_s=1.0,
-        watts=10.0,
-        va=10.0,
-        vrms=120.0,
-        irms=0.1,
-        power_factor=1.0,
-        wh_total=wh_total,
-        wh_delta=0.0,
-        rssi_dbm=-50,
-    )
-
-
 def test_start_up_floor_is_the_highest_total_of_store_and_spool(
     tmp_path: Path,
 ) -> None:
     config = Config.model_validate({"state_dir": str(tmp_path)})
     assert recorded_energy_totals(config) == {}
     with Store.open(config.store_path) as store:
-        store.insert_readings([reading(3, 42.5), reading(4, 10.0)])
+        store.insert_readings(
+            [reading_with_total(3, 42.5), reading_with_total(4, 10.0)]
+        )
     with Spool(config.spool_path) as spool:
         # The spool took a later reading of sensor 3 than the store holds, and
         # it was delivered (acked) already: the total it recorded remains.
@@ -233,7 +196,7 @@ def test_state_directory_and_its_files_are_private_whatever_the_umask(
     with umask(0o022):
         StateFile(config.state_path).save(pipeline_state({1: 1.0}))
         with Store.open(config.store_path) as store:
-            store.insert_readings([reading(1, 1.0)])
+            store.insert_readings([reading_with_total(1, 1.0)])
             with Spool(config.spool_path) as spool:
                 spool.append("influx", [(1, b"point")])
                 files = sorted(p.name for p in config.state_dir.iterdir())

@@ -350,7 +350,8 @@ def test_rollups_equal_sums_of_readings(store: Store) -> None:
     data.sort(key=lambda r: r.time)
     for i in range(0, len(data), 37):  # arbitrary batch sizes
         store.add(data[i : i + 37])
-    for resolution, size in (("1m", MINUTE_NS), ("1h", HOUR_NS)):
+    sizes: tuple[tuple[Resolution, int], ...] = (("1m", MINUTE_NS), ("1h", HOUR_NS))
+    for resolution, size in sizes:
         rollups = all_rollups(store, resolution)
         for sensor in (1, 2):
             mine = [r for r in data if r.sensor == sensor]

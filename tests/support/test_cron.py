@@ -13,11 +13,13 @@ NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def at(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def at(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def test_parse_fields_names_ranges_steps_and_macros():
+def test_parse_fields_names_ranges_steps_and_macros() -> None:
     s = CronSchedule.parse("*/15 8-10 1,15 jan-mar mon-fri")
     assert s.minutes == (0, 15, 30, 45)
     assert s.hours == (8, 9, 10)
@@ -51,32 +53,32 @@ def test_parse_fields_names_ranges_steps_and_macros():
         ("0 8 5-1 * *", "outside"),
     ],
 )
-def test_bad_lines_name_the_field(text: str, fragment: str):
+def test_bad_lines_name_the_field(text: str, fragment: str) -> None:
     with pytest.raises(ScheduleError, match=fragment.replace("(", r"\(")):
         CronSchedule.parse(text)
 
 
-def test_weekly_schedule_follows_local_time_across_dst():
+def test_weekly_schedule_follows_local_time_across_dst() -> None:
     weekly = CronSchedule.parse("0 8 * * mon")
     # Winter: 08:00 CET is 07:00 UTC; after the March change 08:00 CEST is 06:00 UTC.
     assert weekly.next_after(at(2025, 3, 20), BERLIN) == at(2025, 3, 24, 7)
     assert weekly.next_after(at(2025, 3, 24, 7), BERLIN) == at(2025, 3, 31, 6)
 
 
-def test_time_skipped_by_spring_forward_fires_once_at_the_jump():
+def test_time_skipped_by_spring_forward_fires_once_at_the_jump() -> None:
     s = CronSchedule.parse("30 2 * * *")
     assert s.next_after(at(2024, 3, 9, 12), NY) == at(2024, 3, 10, 7)  # 03:00 EDT
     assert s.next_after(at(2024, 3, 10, 7), NY) == at(2024, 3, 11, 6, 30)
 
 
-def test_time_repeated_by_fall_back_fires_once():
+def test_time_repeated_by_fall_back_fires_once() -> None:
     s = CronSchedule.parse("30 1 * * *")
     first = s.next_after(at(2024, 11, 2, 12), NY)
     assert first == at(2024, 11, 3, 5, 30)  # 01:30 EDT
     assert s.next_after(first, NY) == at(2024, 11, 4, 6, 30)  # not 01:30 EST again
 
 
-def test_day_and_weekday_either_match_when_both_restricted():
+def test_day_and_weekday_either_match_when_both_restricted() -> None:
     s = CronSchedule.parse("0 0 13 * fri")
     assert s.matches_day(datetime(2025, 6, 13).date())
     assert s.matches_day(datetime(2025, 6, 6).date())
@@ -86,7 +88,7 @@ def test_day_and_weekday_either_match_when_both_restricted():
     assert not only_day.matches_day(datetime(2025, 6, 6).date())
 
 
-def test_last_firing_in_a_window():
+def test_last_firing_in_a_window() -> None:
     s = CronSchedule.parse("*/5 * * * *")
     got = s.last_at_or_before(
         at(2025, 3, 5, 12, 7, 30), at(2025, 3, 1), ZoneInfo("UTC")
@@ -101,12 +103,12 @@ def test_last_firing_in_a_window():
     )
 
 
-def test_never_firing_schedule_is_an_error():
+def test_never_firing_schedule_is_an_error() -> None:
     with pytest.raises(ScheduleError, match="never fires"):
         CronSchedule.parse("0 0 31 2 *").next_after(at(2025, 1, 1), ZoneInfo("UTC"))
 
 
-def test_config_reports_bad_schedule_with_line():
+def test_config_reports_bad_schedule_with_line() -> None:
     text = "summaries:\n  weekly:\n    period: week\n    schedule: '0 8 * * someday'\n"
     with pytest.raises(ConfigError) as info:
         parse_config(text, "w.yaml")

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_ERROR, EXIT_OK
 from wattd.cli._args import add_config, config_path
+from wattd.clients.influx import InfluxNotFound, InfluxTarget, InfluxWriter
 from wattd.config import load_config
 from wattd.errors import SinkError
 from wattd.sinks.influx.lineprotocol import PointEncoder, escape_tag
-from wattd.sinks.influx.sink import InfluxNotFound, InfluxTarget, InfluxWriter
 
 if TYPE_CHECKING:
     import argparse

@@ -27,6 +27,7 @@ from wattd.clients.mqtt import (
 from wattd.clients.topics import Topics
 from wattd.config import load_config
 from wattd.errors import SinkAuthError, SinkError, SinkRejected
+from wattd.support.worker import run_blocking
 
 if TYPE_CHECKING:
     import argparse
@@ -79,7 +80,7 @@ async def check_broker(mqtt: MqttConfig, *, timeout_s: float) -> None:
     Raises:
         SinkError: the first check that failed, saying what to fix.
     """
-    tls = await asyncio.to_thread(build_tls_context, mqtt.tls) if mqtt.tls else None
+    tls = await run_blocking(build_tls_context, mqtt.tls) if mqtt.tls else None
     base_id = mqtt.client_id or f"wattd-{mqtt.node_id}"
     client_id = f"{base_id}-test-{uuid.uuid4().hex[:6]}"
     client = make_client(mqtt, tls_context=tls, client_id=client_id, will=False)

@@ -1,18 +1,26 @@
-"""``wattd report``: energy, cost and CO2 per sensor, rack, customer or location."""
+"""``wattd report``: energy, cost and CO2 per sensor, rack, customer or location.
+
+The energy comes from this host's store, from JSON lines of readings, or, for a
+fleet, from the central time-series store that every host writes to
+(``--source``): :mod:`wattd.clients.tsdb` reads it and
+:mod:`wattd.costing.fleet` turns it into intervals keyed by fleet identity.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
 from wattd.cli._args import add_config, config_path
 from wattd.cli._invocation import wattd_command
-from wattd.errors import TariffError
+from wattd.errors import TariffError, TsdbError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -21,8 +29,35 @@ if TYPE_CHECKING:
     from wattd.config import Config
     from wattd.costing.cost import EnergyInterval
     from wattd.costing.report.engine import Report
+    from wattd.costing.tariff import TariffBook
 
 __all__ = ["parse_when", "register"]
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV: Final = "WATTD_SOURCE_PASSWORD"  # noqa: S105 - a variable's name
+"""Where the store's password comes from without --password-file."""
+MAX_PASSWORD_BYTES: Final = 64 * 1024
+
+
+class Source(NamedTuple):
+    """A central store given as ``--source KIND=URL``."""
+
+    kind: str
+    url: str
+
+
+def source_arg(text: str) -> Source:
+    """``victoriametrics=URL`` or ``influxdb=URL`` (argparse type)."""
+    from wattd.clients.tsdb import KINDS
+
+    kind, sep, url = text.partition("=")
+    if not sep or kind not in KINDS or not url:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KIND=URL with KIND one of {', '.join(KINDS)}"
+            " (for example victoriametrics=http://vm:8428)"
+        )
+    return Source(kind, url)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="energy and cost report (table, CSV, JSON or HTML)",
         description=(
             "Report energy, cost, CO2, peak-hour share and data completeness from\n"
-            "the store (or a JSON-lines readings file), priced with the tariffs in\n"
+            "the store (or a JSON-lines readings file, or the fleet's central\n"
+            "VictoriaMetrics or InfluxDB with --source), priced with the tariffs in\n"
             "the config. Times are local to tariffs.timezone. Without --from/--to\n"
             "or --period the report covers the current month so far."
         ),
@@ -43,7 +79,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             f"  {wattd} report --from 2025-03-01 --to 2025-03-31 --by customer"
             " --format csv\n"
             f"  {wattd} report --period month --by customer --only acme"
-            " --format html -o acme.html"
+            " --format html -o acme.html\n"
+            f"  {wattd} report --period month --by customer"
+            " --source victoriametrics=http://vm:8428\n"
+            f"  {PASSWORD_ENV}=... {wattd} report --by node"
+            " --source influxdb=http://influx:8086 --database wattd --username report"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -71,9 +111,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--by",
-        choices=["sensor", "rack", "customer", "location", "all"],
+        choices=["sensor", "rack", "customer", "location", "node", "all"],
         default="sensor",
-        help="grouping (default: sensor)",
+        help="grouping (default: sensor); node is the wattd host that hears a meter",
     )
     p.add_argument(
         "--only",
@@ -86,13 +126,42 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--format", choices=["table", "csv", "json", "html"], default="table"
     )
     p.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
-    p.add_argument(
+    data = p.add_mutually_exclusive_group()
+    data.add_argument(
         "--readings",
         type=Path,
         metavar="FILE",
         help="JSON lines of readings (as published on MQTT) instead of the store",
     )
+    data.add_argument(
+        "--source",
+        type=source_arg,
+        metavar="KIND=URL",
+        help="read every host's meters from the fleet's central store instead:"
+        " victoriametrics=URL or influxdb=URL (InfluxDB 1.x or 3, InfluxQL)",
+    )
     p.add_argument("--title", help="report title (default: Energy report)")
+    fleet = p.add_argument_group("central store (with --source)")
+    fleet.add_argument(
+        "--database",
+        metavar="NAME",
+        help="InfluxDB database (default: influxdb.database of the config)",
+    )
+    fleet.add_argument(
+        "--retention-policy",
+        metavar="NAME",
+        help="InfluxDB retention policy (default: influxdb.retention_policy of the"
+        " config, else the database's default)",
+    )
+    fleet.add_argument(
+        "--username", metavar="NAME", help="user for HTTP basic auth on the store"
+    )
+    fleet.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help=f"file holding the user's password (default: ${PASSWORD_ENV})",
+    )
     p.set_defaults(func=report_command)
 
 
@@ -108,6 +177,10 @@ def report_command(args: argparse.Namespace) -> int:
     if args.period and (args.start or args.end):
         print("wattd report: give --period or --from/--to, not both", file=sys.stderr)
         return EXIT_USAGE
+    problem = _fleet_usage(args)
+    if problem:
+        print(f"wattd report: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.start or args.end:
         if not (args.start and args.end):
             print("wattd report: --from and --to go together", file=sys.stderr)
@@ -118,7 +191,7 @@ def report_command(args: argparse.Namespace) -> int:
         start, end = period_range(
             args.period or "month", now, tz, previous=args.previous
         )
-    with _intervals(config, args.readings, start, end) as intervals:
+    with _intervals(config, args, start, end) as (intervals, book):
         report = build_report(
             config,
             intervals,
@@ -128,6 +201,7 @@ def report_command(args: argparse.Namespace) -> int:
             only=tuple(args.only),
             title=args.title,
             now=now,
+            book=book,
         )
     text = _render(report, args.format, args.only)
     if args.output:
@@ -150,23 +224,126 @@ def _render(report: Report, fmt: str, only: list[str]) -> str:
     return render_table(report)
 
 
+def _fleet_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with the central-store options, if anything."""
+    given = [
+        option
+        for option, value in (
+            ("--database", args.database),
+            ("--retention-policy", args.retention_policy),
+            ("--username", args.username),
+            ("--password-file", args.password_file),
+        )
+        if value is not None
+    ]
+    if args.source is None:
+        return f"{given[0]} goes with --source" if given else None
+    if args.source.kind != "influxdb":
+        for option in ("--database", "--retention-policy"):
+            if option in given:
+                return f"{option} is for --source influxdb=URL"
+    if args.password_file is not None and args.username is None:
+        return "--password-file goes with --username"
+    return None
+
+
 @contextlib.contextmanager
 def _intervals(
-    config: Config, readings: Path | None, start: datetime, end: datetime
-) -> Iterator[Iterable[EnergyInterval]]:
-    """The energy source, streamed: the store stays open while the report reads."""
+    config: Config, args: argparse.Namespace, start: datetime, end: datetime
+) -> Iterator[tuple[Iterable[EnergyInterval], TariffBook | None]]:
+    """The energy source, streamed: the store stays open while the report reads.
+
+    A central store comes with the book that knows its meters' groups.
+    """
     from wattd.storage.intervals import intervals_from_jsonl, intervals_from_store
 
-    if readings is not None:
-        yield intervals_from_jsonl(readings)
+    if args.source is not None:
+        yield _fleet_intervals(config, args, start, end)
+        return
+    if args.readings is not None:
+        yield intervals_from_jsonl(args.readings), None
         return
     from wattd.storage.store import Store
 
     store = Store.open(config.store_path, readonly=True)
     try:
-        yield intervals_from_store(store, start, end)
+        yield intervals_from_store(store, start, end), None
     finally:
         store.close()
+
+
+def _fleet_intervals(
+    config: Config, args: argparse.Namespace, start: datetime, end: datetime
+) -> tuple[Iterable[EnergyInterval], TariffBook]:
+    """Every host's meters from the central store, read a day at a time.
+
+    The meters (and the tags of each one's latest point) and the points just
+    before the range are read first; the minutes follow as the report asks.
+    """
+    from wattd.clients.tsdb import open_reader
+    from wattd.costing.fleet import (
+        BASELINE_S,
+        FleetBook,
+        fleet_meters,
+        intervals_from_minutes,
+        minute_bounds,
+        minute_spans,
+    )
+
+    source: Source = args.source
+    reader = open_reader(
+        source.kind,
+        source.url,
+        measurement=config.influxdb.measurement,
+        database=args.database or config.influxdb.database,
+        retention_policy=args.retention_policy or config.influxdb.retention_policy,
+        username=args.username,
+        password=_password(args) if args.username is not None else None,
+    )
+    first_s, last_s = minute_bounds(start, end)
+    meters, notes = fleet_meters(reader.last_points(first_s, last_s))
+    for note in notes:
+        log.warning("%s", note)
+    if not meters:
+        log.warning(
+            "%s=%s holds no energy points of measurement %r in the range",
+            source.kind,
+            source.url,
+            config.influxdb.measurement,
+        )
+    baseline = reader.last_points(first_s - BASELINE_S, first_s)
+    spans = minute_spans(first_s, last_s, len(meters))
+    minutes = (reader.minutes(a, b) for a, b in spans)
+    return intervals_from_minutes(baseline, minutes), FleetBook(config, meters)
+
+
+def _password(args: argparse.Namespace) -> str:
+    """The store password from --password-file, else from the environment.
+
+    Raises:
+        TsdbError: neither is there, or the file is unreadable or blank.
+    """
+    path: Path | None = args.password_file
+    if path is None:
+        secret = os.environ.get(PASSWORD_ENV, "").strip()
+        if not secret:
+            raise TsdbError(
+                f"--username {args.username} needs a password: give --password-file"
+                f" FILE or set ${PASSWORD_ENV}"
+            )
+        return secret
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PASSWORD_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TsdbError(f"cannot read --password-file {path}: {reason}") from None
+    text = data.decode("utf-8", "replace").strip()
+    if len(data) > MAX_PASSWORD_BYTES or not text or "\n" in text:
+        raise TsdbError(
+            f"--password-file {path} should hold just the password on one line"
+        )
+    return text
 
 
 def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:

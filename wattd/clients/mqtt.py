@@ -272,9 +272,8 @@ class _PahoProblems(logging.Filter):
         return _client_log.isEnabledFor(logging.DEBUG)
 
 
-# paho logs under the sink's name, as it did before this module was split off:
-# the same logger names in the log, and ``wattd.sinks.mqtt.sink`` at debug level
-# still shows paho's own lines.
+# paho logs under the sink's name, so ``wattd.sinks.mqtt.sink`` at debug level
+# shows paho's own lines beside the sink's.
 _client_log = logging.getLogger("wattd.sinks.mqtt.sink.client")
 _paho_problems = _PahoProblems()
 _client_log.addFilter(_paho_problems)

@@ -8,7 +8,11 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 
 from wattd.config.base import AdcChannel, Address, _Model
-from wattd.core.power import DEFAULT_COUNTS_PER_AMP, DEFAULT_CURRENT_ZERO, Calibration
+from wattd.core.calibration import (
+    DEFAULT_COUNTS_PER_AMP,
+    DEFAULT_CURRENT_ZERO,
+    Calibration,
+)
 
 
 class MainsConfig(_Model):

@@ -33,7 +33,8 @@ import math
 import statistics
 from typing import TYPE_CHECKING, Final
 
-from wattd.core.power import Calibration, compute_power
+from wattd.core.calibration import Calibration
+from wattd.core.power import compute_power
 from wattd.core.readings import Flag
 from wattd.errors import CalibrationError
 

@@ -27,6 +27,7 @@ from typing import Final
 
 from wattd.core.iosample import (
     PARSERS,
+    RX16_IO,
     IoSampleFrame,
     ModemStatusFrame,
     OtherFrame,
@@ -89,6 +90,12 @@ class FrameRejected:
     or in API mode 1 for its checksum or payload, uses up only its start byte,
     because the bytes after it are scanned again.
     """
+    claimed_address: int | None = None
+    """For a bad checksum: the 16-bit source address an 0x83 candidate names.
+
+    Only a hint, since the address bytes may be the corrupted ones: count it
+    only against sensors already heard from.
+    """
 
     def __post_init__(self) -> None:
         if not self.nbytes:
@@ -111,10 +118,26 @@ class DecoderStats:
     encrypted: int = 0
     unknown_type: int = 0
     garbage_bytes: int = 0
+    garbage_runs: int = dataclasses.field(default=0, compare=False)
+    """Garbage events. Runs that arrive in one ``feed`` are merged into one, so
+    unlike every other counter this one depends on how the input was chunked,
+    which is why it takes no part in comparing two decoders' stats."""
 
     def as_dict(self) -> dict[str, int]:
         """Return the counters as a plain dict."""
         return dataclasses.asdict(self)
+
+    def by_reason(self) -> dict[str, int]:
+        """Rejection events by reason, leaving out reasons not seen."""
+        counts = {
+            RejectReason.BAD_CHECKSUM: self.bad_checksum,
+            RejectReason.BAD_LENGTH: self.bad_length,
+            RejectReason.TRUNCATED: self.truncated,
+            RejectReason.GARBAGE: self.garbage_runs,
+            RejectReason.BAD_PAYLOAD: self.bad_payload,
+            RejectReason.ENCRYPTED: self.encrypted,
+        }
+        return {str(reason): n for reason, n in counts.items() if n}
 
     @property
     def rejected(self) -> int:
@@ -307,6 +330,7 @@ class FrameDecoder:
                         ),
                         # Only the start byte is used up: the rest is scanned again.
                         nbytes=1,
+                        claimed_address=_claimed_address(raw, 3),
                     )
                 )
                 pos = start + 1
@@ -385,6 +409,7 @@ class FrameDecoder:
                             f"checksum 0x{frame[-1]:02X} does not match"
                             f" 0x{checksum(frame[:-1]):02X}"
                         ),
+                        claimed_address=_claimed_address(frame, 0),
                     )
                 )
                 # In mode 2 no frame can start before the next raw 0x7E.
@@ -448,6 +473,7 @@ class FrameDecoder:
                     nbytes=count,
                 )
                 return
+        self.stats.garbage_runs += 1
         events.append(
             FrameRejected(
                 reason=RejectReason.GARBAGE,
@@ -469,6 +495,16 @@ class FrameDecoder:
                 nbytes=len(raw),
             )
         )
+
+
+def _claimed_address(frame: bytes | bytearray, at: int) -> int | None:
+    """The 16-bit source address of an 0x83 frame whose API id is ``frame[at]``.
+
+    ``frame`` ends in the checksum byte, which is never read as an address.
+    """
+    if len(frame) - at < 4 or frame[at] != RX16_IO:
+        return None
+    return (frame[at + 1] << 8) | frame[at + 2]
 
 
 def _ends_in_lone_escape(seg: bytes | bytearray) -> bool:

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from wattd.core.calibration import Calibration
 from wattd.core.drift import DriftState, ZeroDriftTracker
 from wattd.core.energy import EnergyIntegrator, EnergyState
 from wattd.core.iosample import IoSampleFrame
-from wattd.core.power import Calibration, compute_legacy, compute_power
+from wattd.core.power import compute_legacy, compute_power
 from wattd.core.readings import Flag, Reading
 
 # The interval estimate is smoothed so one odd frame cannot move the fallback far;

@@ -28,43 +28,36 @@ Strategy, and why:
 
 Nothing here raises on sample data: bad or odd input yields figures plus flags.
 ``compute_legacy`` reproduces the 2009 wattcher figures for comparison only.
+The calibration is :class:`wattd.core.calibration.Calibration`; the window
+weights and fit rows come from :mod:`wattd.core.windows`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-from array import array
 from operator import mul
 from typing import TYPE_CHECKING, Final
 
+from wattd.core.calibration import MAX_INTERVAL_MS, MIN_INTERVAL_MS
 from wattd.core.readings import Flag
-from wattd.errors import CalibrationError
+from wattd.core.windows import CYCLE_STEPS, fit_rows, window_weights
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from wattd.core.calibration import Calibration
+
 __all__ = [
-    "DEFAULT_COUNTS_PER_AMP",
-    "DEFAULT_CURRENT_ZERO",
     "NOMINAL_SAMPLE_INTERVAL_MS",
-    "Calibration",
     "PowerResult",
     "compute_legacy",
     "compute_power",
+    "kept_sample_count",
 ]
 
-DEFAULT_CURRENT_ZERO: Final = 492.0
-DEFAULT_COUNTS_PER_AMP: Final = 15.5
 # What the radio is told to do (IR=1); only used when nothing better is known.
 NOMINAL_SAMPLE_INTERVAL_MS: Final = 1.0
-# Pinned or fallback intervals outside this range are configuration mistakes
-# (the config accepts the same range).
-MIN_INTERVAL_MS: Final = 0.2
-MAX_INTERVAL_MS: Final = 5.0
-MIN_MAINS_HZ: Final = 10.0
-MAX_MAINS_HZ: Final = 1000.0
 ADC_MAX: Final = 1023
 # Fewer kept samples than this cannot pin down a sinusoid plus DC level.
 MIN_KEPT_SAMPLES: Final = 6
@@ -92,80 +85,10 @@ LEGACY_MAINS_VPP: Final = 340.0
 LEGACY_NOMINAL_VRMS: Final = 120.0
 LEGACY_SAMPLES: Final = 17
 
-# Window weights are cached per frame length and samples-per-cycle, the latter
-# rounded to 1/_CYCLE_STEPS of a sample (under 0.05 % of window length).
-_CYCLE_STEPS: Final = 256
-_WINDOW_STARTS: Final = 32
-_FIT_HARMONICS: Final = (1, 3, 5)
-# Harmonics are fitted only well below the Nyquist frequency.
-_MAX_FIT_RADIANS: Final = 0.8 * math.pi
 _SQRT2: Final = math.sqrt(2.0)
 # The weakest voltage AC the window may see before it counts as no waveform
 # (the flat-voltage peak-to-peak limit, as a sine's variance).
 _MIN_VOLTAGE_VAR_COUNTS2: Final = (FLAT_VOLTAGE_MAX_PP_COUNTS / 2.0) ** 2 / 2.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Calibration:
-    """Per-sensor calibration.
-
-    ``current_zero`` is the current channel's reading at no load (counts) and
-    ``zero_drift_counts`` a tracked correction subtracted on top of it. Voltage
-    is scaled so its RMS reads ``nominal_vrms`` unless ``counts_per_volt`` is
-    set, in which case it is measured (about ``voltage_zero`` if set, else the
-    waveform's own DC level). ``sample_interval_ms`` pins the interval instead
-    of measuring it per frame.
-    """
-
-    current_zero: float = DEFAULT_CURRENT_ZERO
-    counts_per_amp: float = DEFAULT_COUNTS_PER_AMP
-    nominal_vrms: float = 120.0
-    counts_per_volt: float | None = None
-    voltage_zero: float | None = None
-    mains_hz: float = 60.0
-    sample_interval_ms: float | None = None
-    voltage_channel: int = 0
-    current_channel: int = 4
-    max_amps: float = 20.0
-    legacy: bool = False
-    zero_drift_counts: float = 0.0
-
-    def __post_init__(self) -> None:
-        positive = {
-            "counts_per_amp": self.counts_per_amp,
-            "nominal_vrms": self.nominal_vrms,
-            "mains_hz": self.mains_hz,
-            "max_amps": self.max_amps,
-            "counts_per_volt": self.counts_per_volt,
-            "sample_interval_ms": self.sample_interval_ms,
-        }
-        for name, value in positive.items():
-            if value is not None and not (math.isfinite(value) and value > 0.0):
-                msg = f"calibration {name} must be a positive number, got {value!r}"
-                raise CalibrationError(msg)
-        finite = {
-            "current_zero": self.current_zero,
-            "voltage_zero": self.voltage_zero,
-            "zero_drift_counts": self.zero_drift_counts,
-        }
-        for name, value in finite.items():
-            if value is not None and not math.isfinite(value):
-                msg = f"calibration {name} must be a finite number, got {value!r}"
-                raise CalibrationError(msg)
-        if not MIN_MAINS_HZ <= self.mains_hz <= MAX_MAINS_HZ:
-            msg = (
-                f"calibration mains_hz {self.mains_hz!r} is outside"
-                f" {MIN_MAINS_HZ:g}-{MAX_MAINS_HZ:g} Hz; use 50 or 60"
-            )
-            raise CalibrationError(msg)
-        interval = self.sample_interval_ms
-        if interval is not None and not MIN_INTERVAL_MS <= interval <= MAX_INTERVAL_MS:
-            msg = (
-                f"calibration sample_interval_ms {interval!r} is outside"
-                f" {MIN_INTERVAL_MS:g}-{MAX_INTERVAL_MS:g} ms; leave it unset to"
-                " measure it from the voltage waveform"
-            )
-            raise CalibrationError(msg)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,12 +160,12 @@ def compute_power(
         if interval is None:
             interval = _fallback(fallback_interval_ms, flags)
     per_cycle = 1000.0 / (interval * cal.mains_hz)
-    key = max(1, round(per_cycle * _CYCLE_STEPS))
-    if k * _CYCLE_STEPS >= key:
-        moments = _window_moments(x, y, _window_weights(k, key))
+    key = max(1, round(per_cycle * CYCLE_STEPS))
+    if k * CYCLE_STEPS >= key:
+        moments = _window_moments(x, y, window_weights(k, key))
     else:
         flags.add(Flag.PARTIAL_CYCLE)
-        moments = _fit_moments(x, y, _fit_rows(k, key))
+        moments = _fit_moments(x, y, fit_rows(k, key))
     if moments[2] < _MIN_VOLTAGE_VAR_COUNTS2:
         # A step or spike, not a waveform: the window sees no AC voltage.
         flags.add(Flag.FLAT_VOLTAGE)
@@ -325,6 +248,13 @@ def compute_legacy(
 # (mean_x, mean_y, var_x, var_y, cov) of voltage x and current y.
 _Moments = tuple[float, float, float, float, float]
 _Extremes = tuple[int, int, int, int]
+
+
+def kept_sample_count(voltage: Sequence[int], current: Sequence[int]) -> int:
+    """How many sample pairs of a frame the figures use: all but sample 0."""
+    if not voltage or not current:
+        return 0
+    return min(len(voltage), len(current)) - 1
 
 
 def _kept(
@@ -538,85 +468,3 @@ def _correlation(cov: float, var_x: float, var_y: float) -> float:
     if denom <= 0.0:
         return 0.0
     return max(-1.0, min(1.0, cov / math.sqrt(denom)))
-
-
-@functools.lru_cache(maxsize=4096)
-def _window_weights(count: int, key: int) -> Sequence[float]:
-    """Weights (summing to 1) of whole-cycle windows averaged over start points.
-
-    Sample ``j`` stands for the interval ``[j, j+1)``. A window covers the
-    largest whole number of cycles that fits and may start anywhere in the
-    slack; the weights are averaged over evenly spaced starts.
-
-    Raw doubles, shared by every caller (never modified): a fleet shows
-    hundreds of sample intervals, and a tuple of float objects per entry took
-    three times the memory.
-    """
-    per_cycle = key / _CYCLE_STEPS
-    length = math.floor(count / per_cycle) * per_cycle
-    slack = count - length
-    totals = [0.0] * count
-    starts = _WINDOW_STARTS if slack > 0.0 else 1
-    for s in range(starts):
-        lo = slack * s / (starts - 1) if starts > 1 else 0.0
-        hi = lo + length
-        for j in range(math.floor(lo), min(count, math.ceil(hi))):
-            overlap = min(j + 1.0, hi) - max(float(j), lo)
-            if overlap > 0.0:
-                totals[j] += overlap
-    norm = 1.0 / (starts * length)
-    return array("d", [t * norm for t in totals])
-
-
-@functools.lru_cache(maxsize=1024)
-def _fit_rows(count: int, key: int) -> tuple[tuple[float, ...], ...]:
-    """Least-squares projection rows for DC, cos, sin and harmonics.
-
-    Row 0 gives the DC level, rows 1-2 the fundamental's cosine and sine
-    amplitudes, later rows the odd harmonics that fit below Nyquist.
-    """
-    w = 2.0 * math.pi * _CYCLE_STEPS / key
-    centre = 0.5 * (count - 1)
-    orders = [h for h in _FIT_HARMONICS if h * w <= _MAX_FIT_RADIANS or h == 1]
-    # Keep the system well over-determined: at least two samples per unknown.
-    while len(orders) > 1 and 2 * (1 + 2 * len(orders)) > count:
-        orders.pop()
-    while True:
-        basis: list[list[float]] = [[1.0] * count]
-        for h in orders:
-            basis.append([math.cos(h * w * (j - centre)) for j in range(count)])
-            basis.append([math.sin(h * w * (j - centre)) for j in range(count)])
-        rows = _pseudo_inverse(basis)
-        if rows is not None or len(orders) == 1:
-            break
-        orders.pop()
-    if rows is None:
-        # Degenerate (should not happen for a sane interval): plain mean, no AC.
-        return ((1.0 / count,) * count, (0.0,) * count, (0.0,) * count)
-    return tuple(tuple(r) for r in rows)
-
-
-def _pseudo_inverse(basis: list[list[float]]) -> list[list[float]] | None:
-    """Rows of (B B^T)^-1 B for basis vectors B, by Gauss-Jordan elimination."""
-    size = len(basis)
-    gram = [[sum(map(mul, a, b)) for b in basis] for a in basis]
-    inv = [[1.0 if r == c else 0.0 for c in range(size)] for r in range(size)]
-    for col in range(size):
-        pivot = max(range(col, size), key=lambda r: abs(gram[r][col]))
-        if abs(gram[pivot][col]) < 1e-9 * max(1.0, gram[col][col]):
-            return None
-        gram[col], gram[pivot] = gram[pivot], gram[col]
-        inv[col], inv[pivot] = inv[pivot], inv[col]
-        scale = 1.0 / gram[col][col]
-        gram[col] = [v * scale for v in gram[col]]
-        inv[col] = [v * scale for v in inv[col]]
-        for r in range(size):
-            if r != col and gram[r][col] != 0.0:
-                f = gram[r][col]
-                gram[r] = [a - f * b for a, b in zip(gram[r], gram[col], strict=True)]
-                inv[r] = [a - f * b for a, b in zip(inv[r], inv[col], strict=True)]
-    count = len(basis[0])
-    return [
-        [sum(inv[r][c] * basis[c][j] for c in range(size)) for j in range(count)]
-        for r in range(size)
-    ]

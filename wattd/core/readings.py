@@ -7,7 +7,10 @@ import enum
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wattd.core.iosample import IoSampleFrame
 
 
 class Flag(enum.StrEnum):
@@ -141,6 +144,9 @@ class FrameRecord:
     kind: str
     raw: bytes
     sensor: int | None = None
+    io_frame: IoSampleFrame | None = None
+    """For ``io`` records: the frame as the decoder parsed it, samples and all,
+    so that no reader of the record has to parse ``raw`` again."""
 
     @property
     def time_ns(self) -> int:

@@ -1,7 +1,7 @@
 """A point-in-time view of the running daemon, for people and monitoring.
 
-The supervisor builds a :class:`DaemonSnapshot` on request (cheap: it copies
-counters, no IO). The live console, systemd's ``STATUS=`` line, the web
+The daemon's monitor builds a :class:`DaemonSnapshot` on request (cheap: it
+copies counters, no IO). The live console, systemd's ``STATUS=`` line, the web
 dashboard and the Prometheus exporter all read this one typed object, so they
 always agree. Everything here is frozen; counters only ever grow while the
 daemon runs (they restart at zero with the process).
@@ -89,7 +89,10 @@ class SensorSnapshot:
     """IO frames received from this sensor."""
     readings: int
     bad_checksum: int
-    """Corrupt frames that still named this sensor (best effort, see docs)."""
+    """Corrupt frames that still named this sensor (best effort, see docs).
+
+    This is the one per-meter count of frame errors: the dashboard, ``/metrics``
+    and the MQTT ``frame_errors`` field all read it from here."""
     last_seen: datetime | None
     last_seen_age_s: float | None
     watts: float | None
@@ -130,6 +133,11 @@ class DaemonSnapshot:
     def frames_per_s(self) -> float:
         """Valid frames per second over all ports."""
         return sum(p.frames_per_s for p in self.ports)
+
+    @property
+    def frame_errors(self) -> int:
+        """Rejected frame candidates and garbage runs over all ports."""
+        return sum(sum(p.rejected.values()) for p in self.ports)
 
     def sensors_seen(self, within_s: float | None = None) -> int:
         """Sensors heard at all, or within the last ``within_s`` seconds."""

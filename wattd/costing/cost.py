@@ -20,7 +20,7 @@ from bisect import bisect_right
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
-from wattd.costing.tariff import Band, Tariff
+from wattd.costing.tariff import Band, MeterKey, Tariff
 from wattd.errors import TariffError
 from wattd.support.clock import wall_to_utc
 
@@ -36,6 +36,7 @@ __all__ = [
     "PricedPart",
     "Timeline",
     "billing_periods",
+    "counter_rise",
     "demand_peaks",
     "intervals_from_readings",
     "intervals_from_totals",
@@ -48,13 +49,15 @@ PEAK_WINDOW_S: Final = 900
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class EnergyInterval:
-    """Energy one sensor used over ``[start, end)`` (aware datetimes).
+    """Energy one meter used over ``[start, end)`` (aware datetimes).
 
-    ``readings`` counts the frames behind it; it may be fractional once an
-    interval has been cut at a report's edges.
+    ``sensor`` is the radio address for one host's data, or the fleet
+    identity for data read from a central store. ``readings`` counts the
+    frames behind it; it may be fractional once an interval has been cut at a
+    report's edges.
     """
 
-    sensor: int
+    sensor: MeterKey
     start: datetime
     end: datetime
     wh: float
@@ -396,15 +399,24 @@ def intervals_from_readings(readings: Iterable[Reading]) -> Iterator[EnergyInter
         )
 
 
+def counter_rise(previous: float, total: float) -> float:
+    """Energy between two readings of a running total.
+
+    A total that went down was reset (a meter or daemon that lost its count),
+    so it counts from zero.
+    """
+    return total - previous if total >= previous else total
+
+
 def intervals_from_totals(
-    rows: Iterable[tuple[int, datetime, float, float | None]],
+    rows: Iterable[tuple[MeterKey, datetime, float, float | None]],
 ) -> Iterator[EnergyInterval]:
     """Intervals from ``(sensor, time, wh_total, watts)`` rows, e.g. MQTT JSON.
 
     Energy is the rise of the running total between consecutive rows of a
-    sensor; a total that goes down (a meter reset) counts from zero.
+    sensor (:func:`counter_rise`).
     """
-    last: dict[int, tuple[datetime, float]] = {}
+    last: dict[MeterKey, tuple[datetime, float]] = {}
     for sensor, time, total, watts in rows:
         prev = last.get(sensor)
         last[sensor] = (time, total)
@@ -420,7 +432,7 @@ def intervals_from_totals(
             )
             continue
         start = min(prev[0], time)
-        wh = total - prev[1] if total >= prev[1] else total
+        wh = counter_rise(prev[1], total)
         yield EnergyInterval(
             sensor=sensor,
             start=start,

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from wattd.costing.cost import EnergyInterval, price_interval
-from wattd.costing.tariff import TariffBook
+from wattd.costing.tariff import MeterKey, TariffBook
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -53,7 +53,7 @@ class LiveCost:
     ) -> None:
         self._config = config
         self._book = TariffBook(config)
-        self._today: dict[int, _Today] = {}
+        self._today: dict[MeterKey, _Today] = {}
         self._history = history
         self._now = now
 

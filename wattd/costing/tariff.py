@@ -22,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 from bisect import bisect_right
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
 from wattd.errors import TariffError
 from wattd.support.clock import next_offset_change
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterator, Mapping, Sequence
 
     from wattd.config import Config, TariffConfig
 
@@ -38,11 +38,16 @@ __all__ = [
     "Band",
     "BandRule",
     "DemandCharge",
+    "MeterKey",
     "Season",
     "Slot",
     "Tariff",
     "TariffBook",
 ]
+
+MeterKey: TypeAlias = int | str
+"""What tells meters apart: the radio address within one host's data, or the
+fleet identity (an asset ``id``, else ``node/address``) across hosts."""
 
 DAY_S: Final = 86_400
 WEEKDAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -376,13 +381,15 @@ def _aware(value: datetime) -> datetime:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Assignment:
-    """A sensor's identity for costing: its groups, tariff and overhead."""
+    """A meter's identity for costing: its groups, tariff and overhead."""
 
-    sensor: int
+    sensor: MeterKey
     name: str
     rack: str | None = None
     customer: str | None = None
     location: str | None = None
+    node: str | None = None
+    """The wattd host whose radio hears the meter."""
     tariff: Tariff | None = None
     tariff_source: str = "none"
     """Which setting chose the tariff: sensor, rack, customer, location, default."""
@@ -407,47 +414,76 @@ class TariffBook:
         }
         self._config = config
         self._sensors = config.sensor_map()
-        self._cache: dict[int, Assignment] = {}
+        self._node = config.influxdb.node_id or config.mqtt.node_id
+        self._cache: dict[MeterKey, Assignment] = {}
 
-    def for_sensor(self, address: int) -> Assignment:
-        """The assignment of a sensor (unknown addresses get the default)."""
+    def for_sensor(self, address: MeterKey) -> Assignment:
+        """The assignment of a meter (unknown ones get the default)."""
         hit = self._cache.get(address)
         if hit is None:
             hit = self._resolve(address)
             self._cache[address] = hit
         return hit
 
-    def addresses(self) -> list[int]:
-        """Addresses of every configured sensor."""
+    def addresses(self) -> Sequence[MeterKey]:
+        """Keys of every meter the report lists even when it sent nothing."""
         return sorted(self._sensors)
 
-    def _resolve(self, address: int) -> Assignment:
+    def assign(
+        self,
+        key: MeterKey,
+        name: str,
+        *,
+        rack: str | None,
+        customer: str | None,
+        location: str | None,
+        node: str | None,
+        tariff: str | None = None,
+    ) -> Assignment:
+        """The assignment of a meter with these groups, by the precedence above.
+
+        ``tariff`` is the meter's own setting, which wins over all others.
+        """
         plans = self._config.tariffs
-        sensor = self._sensors.get(address)
-        if sensor is None:
-            tariff = self.tariffs.get(plans.default) if plans.default else None
-            return Assignment(
-                sensor=address,
-                name=f"sensor-{address}",
-                tariff=tariff,
-                tariff_source="default" if tariff else "none",
-            )
-        location = self._config.locations.get(sensor.location or "")
+        site = self._config.locations.get(location or "")
         candidates = (
-            ("sensor", sensor.tariff),
-            ("rack", plans.racks.get(sensor.rack or "")),
-            ("customer", plans.customers.get(sensor.customer or "")),
-            ("location", location.tariff if location else None),
+            ("sensor", tariff),
+            ("rack", plans.racks.get(rack or "")),
+            ("customer", plans.customers.get(customer or "")),
+            ("location", site.tariff if site else None),
             ("default", plans.default),
         )
         source, chosen = next(((s, n) for s, n in candidates if n), ("none", None))
         return Assignment(
-            sensor=address,
-            name=sensor.display_name,
+            sensor=key,
+            name=name,
+            rack=rack,
+            customer=customer,
+            location=location,
+            node=node,
+            tariff=self.tariffs[chosen] if chosen else None,
+            tariff_source=source,
+            pue=site.pue if site else 1.0,
+        )
+
+    def _resolve(self, key: MeterKey) -> Assignment:
+        sensor = self._sensors.get(key) if isinstance(key, int) else None
+        if sensor is None:
+            plans = self._config.tariffs
+            tariff = self.tariffs.get(plans.default) if plans.default else None
+            return Assignment(
+                sensor=key,
+                name=f"sensor-{key}" if isinstance(key, int) else key,
+                node=self._node,
+                tariff=tariff,
+                tariff_source="default" if tariff else "none",
+            )
+        return self.assign(
+            key,
+            sensor.display_name,
             rack=sensor.rack,
             customer=sensor.customer,
             location=sensor.location,
-            tariff=self.tariffs[chosen] if chosen else None,
-            tariff_source=source,
-            pue=location.pue if location else 1.0,
+            node=self._node,
+            tariff=sensor.tariff,
         )

@@ -11,8 +11,18 @@ reading is dropped (fresh data is worth more than stale data) and counted.
 Write failures follow the error's class: :class:`~wattd.errors.SinkRejected`
 drops the batch (retrying the same data will not help); any other
 :class:`~wattd.errors.SinkError` keeps the batch and retries with capped
-backoff; an unexpected exception is a bug in the sink and the batch is retried
-a few times, then dropped. All of it is counted and logged, rate-limited.
+backoff (:mod:`wattd.support.backoff`); an unexpected exception is a bug in the
+sink and the batch is retried a few times, then dropped. All of it is counted
+and logged, rate-limited.
+
+A sink that retries by itself (:attr:`~wattd.sinks.base.Sink.retries_itself`:
+its ``write`` only appends to a durable spool and its ``run`` owns reconnects
+and resends) gets no backoff loop here, which would only stack a third layer
+of retries on its own two: a batch it refuses goes back to the head of its
+queue, and is handed over again, with whatever queued meanwhile, when the next
+reading arrives or at shutdown. Its bugs get the same few chances, counted
+across those hand-overs. What is still refused at shutdown is dropped and
+counted.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from wattd.core.snapshot import SinkSnapshot
 from wattd.errors import SinkError, SinkRejected
+from wattd.support.backoff import Backoff
 from wattd.support.throttle import LogThrottle
 
 if TYPE_CHECKING:
@@ -79,6 +90,20 @@ class BoundedQueue(Generic[T]):
         n = min(limit, len(items))
         return [items.popleft() for _ in range(n)]
 
+    def put_back(self, taken: Sequence[T]) -> int:
+        """Return items from :meth:`take` to the front; returns how many dropped.
+
+        What arrived meanwhile stays behind them. If there is not room for all,
+        the oldest go, as :meth:`put` would have done.
+        """
+        items = self._items
+        items.extendleft(reversed(taken))
+        over = len(items) - self.capacity
+        for _ in range(over):
+            items.popleft()
+        self.dropped += max(over, 0)
+        return max(over, 0)
+
     def discard_all(self) -> int:
         """Drop everything (counted); returns how many."""
         n = len(self._items)
@@ -120,6 +145,8 @@ class SinkChannel:
         self._drops_logged = 0
         self._run_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
+        self._bugs: collections.Counter[str] = collections.Counter()
+        """Unexpected errors in a row, per call (``write``, ``write_frames``)."""
 
     # -- producer side (never awaits) -----------------------------------------
 
@@ -162,10 +189,31 @@ class SinkChannel:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            # Cleared first, so a reading or a close during the write is seen.
+            self._wake.clear()
+            closing = self._closing
+            handed = True
             if self.readings:
-                await self._deliver(self.readings, self.sink.write, frames=False)
+                handed &= await self._deliver(
+                    self.readings, self.sink.write, frames=False
+                )
             if self.frames:
-                await self._deliver(self.frames, self.sink.write_frames, frames=True)
+                handed &= await self._deliver(
+                    self.frames, self.sink.write_frames, frames=True
+                )
+            if not handed:
+                if closing:
+                    break  # the try made after the close was the last one
+                await self._wake.wait()
+        if self.readings or self.frames:
+            lost = self.readings.discard_all()
+            lost_frames = self.frames.discard_all()
+            log.error(
+                "sink %s: still refused at shutdown; %d readings and %d frames dropped",
+                self.name,
+                lost,
+                lost_frames,
+            )
         try:
             await self.sink.flush()
         except Exception as exc:
@@ -204,8 +252,11 @@ class SinkChannel:
 
     # -- internals -----------------------------------------------------------
 
+    def _backoff(self) -> Backoff:
+        return Backoff(initial_s=self._retry_initial_s, max_s=self._retry_max_s)
+
     async def _start(self) -> bool:
-        delay = self._retry_initial_s
+        backoff = self._backoff()
         while not self._closing:
             try:
                 await self.sink.start()
@@ -216,9 +267,8 @@ class SinkChannel:
                 with contextlib.suppress(TimeoutError):
                     # Closing interrupts the wait: no point starting a sink
                     # that is about to be stopped.
-                    async with asyncio.timeout(delay):
+                    async with asyncio.timeout(backoff.next_delay()):
                         await self._wait_closing()
-                delay = min(delay * 2, self._retry_max_s)
                 continue
             self.started = True
             log.debug("sink %s: started", self.name)
@@ -232,7 +282,7 @@ class SinkChannel:
 
     async def _background(self) -> None:
         """Run the sink's own long-lived work, restarting it if it crashes."""
-        delay = self._retry_initial_s
+        backoff = self._backoff()
         while True:
             try:
                 await self.sink.run()
@@ -240,8 +290,7 @@ class SinkChannel:
                 raise
             except Exception as exc:
                 self._record_error("run", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             return
 
@@ -251,38 +300,59 @@ class SinkChannel:
         write: Callable[[Sequence[T]], Awaitable[None]],
         *,
         frames: bool,
-    ) -> None:
+    ) -> bool:
+        """Write one batch; False if a sink that retries itself kept it queued."""
         batch = queue.take(self.batch_size)
-        delay = self._retry_initial_s
-        unexpected = 0
         what = "write_frames" if frames else "write"
+        if self.sink.retries_itself:
+            if await self._write_once(batch, write, what, frames=frames):
+                return True
+            if queue.put_back(batch):
+                self._log_drops()
+            return False
+        backoff = self._backoff()
         while True:
-            try:
-                await write(batch)
-            except asyncio.CancelledError:
-                raise
-            except SinkRejected as exc:
+            if await self._write_once(batch, write, what, frames=frames):
+                return True
+            await asyncio.sleep(backoff.next_delay())
+
+    async def _write_once(
+        self,
+        batch: Sequence[T],
+        write: Callable[[Sequence[T]], Awaitable[None]],
+        what: str,
+        *,
+        frames: bool,
+    ) -> bool:
+        """One write; True once the batch is done with (taken, or dropped)."""
+        try:
+            await write(batch)
+        except asyncio.CancelledError:
+            raise
+        except SinkRejected as exc:
+            self._bugs[what] = 0
+            self.rejected += len(batch)
+            self._record_error(what, exc, dropped=len(batch))
+            return True
+        except SinkError as exc:
+            self._record_error(what, exc)
+            return False
+        except Exception as exc:
+            self._bugs[what] += 1
+            if self._bugs[what] >= UNEXPECTED_ERROR_ATTEMPTS:
+                self._bugs[what] = 0
                 self.rejected += len(batch)
-                self._record_error(what, exc, dropped=len(batch))
-                return
-            except SinkError as exc:
-                self._record_error(what, exc)
-            except Exception as exc:
-                unexpected += 1
-                if unexpected >= UNEXPECTED_ERROR_ATTEMPTS:
-                    self.rejected += len(batch)
-                    self._record_error(what, exc, dropped=len(batch), trace=True)
-                    return
-                self._record_error(what, exc, trace=True)
-            else:
-                if frames:
-                    self.frames_written += len(batch)
-                else:
-                    self.written += len(batch)
-                self._last_write = self._clock()
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self._retry_max_s)
+                self._record_error(what, exc, dropped=len(batch), trace=True)
+                return True
+            self._record_error(what, exc, trace=True)
+            return False
+        self._bugs[what] = 0
+        if frames:
+            self.frames_written += len(batch)
+        else:
+            self.written += len(batch)
+        self._last_write = self._clock()
+        return True
 
     def _record_error(
         self,

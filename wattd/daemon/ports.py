@@ -3,9 +3,9 @@
 A :class:`PortReader` turns the chunks its source delivers into
 :class:`Decoded` items: every frame event becomes a
 :class:`~wattd.core.readings.FrameRecord` for the raw archive, IO sample frames are
-handed on for the reading pipeline, and rejections are counted per reason and
-logged at most once a minute per reason. No IO and no awaiting happen here; the
-supervisor owns the task that pulls chunks from the source.
+handed on for the reading pipeline, and rejections (which the decoder counts
+per reason) are logged at most once a minute per reason. No IO and no awaiting
+happen here; the supervisor owns the task that pulls chunks from the source.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Final, Protocol
 
-from wattd.core.frames import FrameDecoder, FrameRejected, RejectReason, unescape
-from wattd.core.iosample import RX16_IO, IoSampleFrame, ModemStatusFrame
+from wattd.core.frames import FrameDecoder, FrameRejected
+from wattd.core.iosample import IoSampleFrame, ModemStatusFrame
 from wattd.core.readings import FrameRecord
 from wattd.core.snapshot import PortSnapshot
 from wattd.support.throttle import LogThrottle
@@ -81,10 +81,13 @@ class Decoded:
     """One frame event of a port, ready for the archive and the pipeline."""
 
     record: FrameRecord
-    frame: IoSampleFrame | None = None
-    """Set for IO sample frames: the input of the reading pipeline."""
     claimed_sensor: int | None = None
     """For a bad-checksum 0x83 candidate: the address it claims (a hint)."""
+
+    @property
+    def frame(self) -> IoSampleFrame | None:
+        """Set for IO sample frames: the input of the reading pipeline."""
+        return self.record.io_frame
 
 
 class PortReader:
@@ -96,7 +99,6 @@ class PortReader:
         self.source = source
         self.decoder = FrameDecoder(port.api_mode)
         self.rate = RateMeter()
-        self.rejected: collections.Counter[str] = collections.Counter()
         self.modem_status: collections.Counter[str] = collections.Counter()
         self.last_frame_mono: float | None = None
         self._connection = 0
@@ -133,7 +135,7 @@ class PortReader:
             frames_per_s=self.rate.rate(now_s),
             frames_ok=stats.frames_ok,
             io_frames=stats.io_frames,
-            rejected=dict(self.rejected),
+            rejected=stats.by_reason(),
             garbage_bytes=stats.garbage_bytes,
             modem_status=dict(self.modem_status),
             last_frame_age_s=None if last is None else now_s - last,
@@ -153,8 +155,9 @@ class PortReader:
                 kind="io",
                 raw=event.raw,
                 sensor=event.sensor_id,
+                io_frame=event,
             )
-            return Decoded(record, frame=event)
+            return Decoded(record)
         if isinstance(event, ModemStatusFrame):
             self.modem_status[event.description] += 1
             log.info("port %s: the radio reports %s", self.name, event.description)
@@ -169,10 +172,6 @@ class PortReader:
 
     def _rejected(self, event: FrameRejected, chunk: Chunk) -> Decoded:
         reason = str(event.reason)
-        self.rejected[reason] += 1
-        claimed = None
-        if event.reason is RejectReason.BAD_CHECKSUM:
-            claimed = claimed_sensor(event.raw, int(self.decoder.api_mode))
         suppressed = self._throttle.allow(reason)
         if suppressed is not None:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
@@ -181,7 +180,7 @@ class PortReader:
                 self.name,
                 reason.replace("_", " "),
                 event.detail or f"{event.nbytes} bytes",
-                self.rejected[reason],
+                self.decoder.stats.by_reason()[reason],
                 more,
             )
         record = FrameRecord(
@@ -191,19 +190,7 @@ class PortReader:
             kind=reason,
             raw=event.raw,
         )
-        return Decoded(record, claimed_sensor=claimed)
+        return Decoded(record, claimed_sensor=event.claimed_address)
 
 
-def claimed_sensor(raw: bytes, api_mode: int) -> int | None:
-    """The 16-bit source address a corrupt 0x83 candidate claims, if any.
-
-    Only a hint: the address bytes may be the corrupted ones, which is why it
-    should only be counted against sensors already heard from.
-    """
-    body = unescape(raw[1:]) if api_mode == 2 else raw[1:]
-    if len(body) < 5 or body[2] != RX16_IO:
-        return None
-    return (body[3] << 8) | body[4]
-
-
-__all__ = ["ChunkSource", "Decoded", "PortReader", "RateMeter", "claimed_sensor"]
+__all__ = ["ChunkSource", "Decoded", "PortReader", "RateMeter"]

@@ -10,6 +10,8 @@ Each port has a reader task (``wattd[serial:NAME].reader``); each sink has a
 writer task and optionally a background task (see :mod:`wattd.daemon.bus`); one
 housekeeping task (``wattd.main``) pings the systemd watchdog, updates
 ``STATUS=``, saves the state every ``save_interval_s`` and applies reloads.
+What the daemon knows for status (per-sensor counters, the snapshot) is kept
+by :class:`~wattd.daemon.monitor.Monitor`.
 Nothing is fire-and-forget: every task belongs to the TaskGroup, and each one
 handles its own failures, so a dead device or sink never cancels the group.
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -35,9 +36,9 @@ from typing import TYPE_CHECKING, Final, Protocol
 from wattd import __version__
 from wattd.config import Config, PortConfig, load_config, pipeline_settings
 from wattd.core.readings import Reading
-from wattd.core.snapshot import DaemonSnapshot, SensorSnapshot
 from wattd.daemon.bus import Bus, SinkChannel
 from wattd.daemon.handoff import Handoff
+from wattd.daemon.monitor import Monitor
 from wattd.daemon.ports import ChunkSource, PortReader
 from wattd.daemon.sdnotify import SdNotifier
 from wattd.errors import ConfigError, StateError, WattdError
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
     from wattd.core.iosample import IoSampleFrame
     from wattd.core.pipeline import PipelineSettings, PipelineState
-    from wattd.core.readings import Flag
+    from wattd.core.snapshot import DaemonSnapshot
     from wattd.sinks.base import Sink
 
 log = logging.getLogger(__name__)
@@ -153,18 +154,6 @@ def _default_source(port: PortConfig, clock: Clock) -> ChunkSource:
     return SerialSource(port, clock=clock)
 
 
-@dataclasses.dataclass(slots=True)
-class _SensorTrack:
-    sensor: int
-    port: str = ""
-    frames: int = 0
-    readings: int = 0
-    bad_checksum: int = 0
-    last_reading: Reading | None = None
-    last_seen_wall: datetime | None = None
-    last_seen_mono: float | None = None
-
-
 class Supervisor:
     """Runs the daemon until asked to stop."""
 
@@ -204,17 +193,18 @@ class Supervisor:
         self._handoff = Handoff(self._bus, clock=clock.monotonic)
         self._ports: dict[str, PortReader] = {}
         self._port_tasks: dict[str, asyncio.Task[None]] = {}
-        self._sensors: dict[int, _SensorTrack] = {}
-        self._readings_total = 0
+        self._monitor = Monitor(
+            clock=clock,
+            ports=self._ports,
+            bus=self._bus,
+            state_file=self._state_file,
+            config_path=config_path,
+        )
         self._stop = asyncio.Event()
         self._reload_wanted = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._throttle = LogThrottle()
-        self._started_wall = clock.wall()
-        self._started_mono = clock.monotonic()
-        self._config_loaded_at = self._started_wall
-        self._last_reload_error: str | None = None
-        self._last_save_mono = self._started_mono
+        self._last_save_mono = clock.monotonic()
         self._pipeline_errors = 0
         self._saving: asyncio.Future[None] | None = None
 
@@ -392,21 +382,15 @@ class Supervisor:
             if item.frame is not None:
                 self._handle_io(reader, item.frame, chunk)
             elif item.claimed_sensor is not None:
-                track = self._sensors.get(item.claimed_sensor)
-                if track is not None:  # only sensors already heard from
-                    track.bad_checksum += 1
+                self._monitor.corrupt_frame(item.claimed_sensor)
 
     def _handle_io(
         self, reader: PortReader, frame: IoSampleFrame, chunk: Chunk
     ) -> None:
         sensor = frame.sensor_id
-        track = self._sensors.get(sensor)
-        if track is None:
-            track = self._sensors[sensor] = _SensorTrack(sensor=sensor)
-        track.frames += 1
-        track.port = reader.name
-        track.last_seen_wall = chunk.wall_time
-        track.last_seen_mono = chunk.monotonic_s
+        track = self._monitor.heard(
+            sensor, reader.name, chunk.wall_time, chunk.monotonic_s
+        )
         try:
             reading = self.pipeline.process(
                 frame,
@@ -426,9 +410,7 @@ class Supervisor:
                     sensor,
                 )
             return
-        track.readings += 1
-        track.last_reading = reading
-        self._readings_total += 1
+        self._monitor.produced(track, reading)
         self._handoff.publish(reading)
 
     # -- main loop -----------------------------------------------------------
@@ -511,7 +493,7 @@ class Supervisor:
                 config = await run_blocking(load_config, self.config_path)
             await self._apply(config)
         except ConfigError as exc:
-            self._last_reload_error = str(exc)
+            self._monitor.config_rejected(str(exc))
             # One line per rejected reload, however many problems it had.
             log.error(
                 "config reload rejected, still running the previous config: %s",
@@ -519,13 +501,12 @@ class Supervisor:
             )
             return False
         except WattdError as exc:
-            self._last_reload_error = str(exc)
+            self._monitor.config_rejected(str(exc))
             log.error("config reload failed: %s", exc)
             return False
         finally:
             self._notifier.ready(self.snapshot().status_line(STALE_AFTER_S))
-        self._last_reload_error = None
-        self._config_loaded_at = self._clock.wall()
+        self._monitor.config_applied()
         return True
 
     async def _apply(self, new: Config) -> None:
@@ -595,58 +576,7 @@ class Supervisor:
 
     def snapshot(self) -> DaemonSnapshot:
         """The current counters as one typed, frozen object."""
-        now = self._clock.monotonic()
-        # Built once per config: rebuilding the names and labels of every
-        # sensor each time cost more than the rest of the snapshot.
-        meta = self.config.sensor_meta()
-        ports = tuple(r.snapshot(now) for r in self._ports.values())
-        sensors = []
-        no_labels: Mapping[str, str] = {}
-        for sensor in sorted(self._sensors.keys() | meta.keys()):
-            track = self._sensors.get(sensor) or _SensorTrack(sensor=sensor)
-            cfg = meta.get(sensor)
-            last = track.last_reading
-            flags: frozenset[Flag] = last.flags if last is not None else frozenset()
-            sensors.append(
-                SensorSnapshot(
-                    sensor=sensor,
-                    name=cfg[0] if cfg else (last.name if last else f"sensor-{sensor}"),
-                    configured=cfg is not None,
-                    port=track.port,
-                    frames=track.frames,
-                    readings=track.readings,
-                    bad_checksum=track.bad_checksum,
-                    last_seen=track.last_seen_wall,
-                    last_seen_age_s=(
-                        None
-                        if track.last_seen_mono is None
-                        else now - track.last_seen_mono
-                    ),
-                    watts=last.watts if last else None,
-                    wh_total=last.wh_total if last else None,
-                    vrms=last.vrms if last else None,
-                    irms=last.irms if last else None,
-                    power_factor=last.power_factor if last else None,
-                    current_zero_counts=last.current_zero_counts if last else None,
-                    rssi_dbm=last.rssi_dbm if last else None,
-                    flags=flags,
-                    labels=cfg[1] if cfg else no_labels,
-                )
-            )
-        return DaemonSnapshot(
-            version=__version__,
-            started_at=self._started_wall,
-            uptime_s=now - self._started_mono,
-            config_path=str(self.config_path) if self.config_path else None,
-            config_loaded_at=self._config_loaded_at,
-            last_reload_error=self._last_reload_error,
-            ports=ports,
-            sinks=tuple(c.snapshot() for c in self._bus.channels),
-            sensors=tuple(sensors),
-            readings_total=self._readings_total,
-            state_saved_at=self._state_file.saved_at,
-            state_save_error=self._state_file.last_error,
-        )
+        return self._monitor.snapshot(self.config)
 
 
 __all__ = ["Pipeline", "Stage", "Supervisor", "default_stages"]

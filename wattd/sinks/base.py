@@ -44,6 +44,11 @@ class Sink(abc.ABC):
     """Readings the supervisor buffers for this sink before counting drops."""
     batch_size: int = 500
     """Most readings handed to one :meth:`write` call."""
+    retries_itself: ClassVar[bool] = False
+    """True for sinks whose :meth:`write` only appends to a durable spool and whose
+    :meth:`run` retries delivery on its own (MQTT, InfluxDB). The runner then
+    does not retry a refused batch with backoff: it keeps it at the head of the
+    queue and hands it over again with the next readings."""
 
     def attach(self, snapshot: Callable[[], DaemonSnapshot]) -> None:  # noqa: B027
         """Receive the daemon's status provider (optional hook).
@@ -61,7 +66,9 @@ class Sink(abc.ABC):
         """Take a batch of readings, in arrival order.
 
         Raises:
-            SinkError: the batch was not taken; the runner retries it with backoff.
+            SinkError: the batch was not taken; the runner keeps it and retries it
+                with backoff (or, if :attr:`retries_itself`, with the next batch).
+            SinkRejected: the batch can never be taken; the runner drops it.
         """
 
     async def write_frames(self, frames: Sequence[FrameRecord]) -> None:  # noqa: B027

@@ -22,17 +22,15 @@ fresh store started, and anything else is logged with what to do and retried.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Final, ParamSpec, TypeVar
 
 from wattd.errors import SinkUnavailable, StoreCorrupt, StoreError
 from wattd.sinks.base import Sink
+from wattd.storage.sqlite import set_aside_database
 from wattd.storage.store import (
     DEFAULT_BUSY_TIMEOUT_S,
     WRITER_HEARTBEAT_KEY,
@@ -40,6 +38,7 @@ from wattd.storage.store import (
     Store,
 )
 from wattd.support.throttle import LogThrottle
+from wattd.support.worker import DedicatedThread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -83,7 +82,7 @@ class SqliteSink(Sink):
         self.batch_size = config.store.batch_size
         self._wall_clock_ns = wall_clock_ns
         self._monotonic = monotonic
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: DedicatedThread | None = None
         self._store: Store | None = None
         self._store_path: Path = config.store_path
         self._readings: list[Reading] = []
@@ -113,10 +112,8 @@ class SqliteSink(Sink):
 
     async def start(self) -> None:
         """Start the store thread and open the store (trouble is retried later)."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="wattd-store"
-            )
+        if self._thread is None:
+            self._thread = DedicatedThread("wattd-store")
         try:
             await self._call(self._open_sync)
         except StoreError as exc:
@@ -187,11 +184,11 @@ class SqliteSink(Sink):
                 len(self._readings),
                 len(self._frames),
             )
-        if self._executor is not None:
+        if self._thread is not None:
             with contextlib.suppress(StoreError):
                 await self._call(self._close_sync)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            self._thread.close(wait=True)
+            self._thread = None
 
     def stats(self) -> dict[str, float]:
         """Write counters, buffer depth and store health."""
@@ -204,12 +201,9 @@ class SqliteSink(Sink):
     # -- event-loop side -----------------------------------------------------------
 
     async def _call(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        if self._executor is None:
+        if self._thread is None:
             raise StoreError(f"{self._store_path}: the store sink is not started")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(fn, *args, **kwargs)
-        )
+        return await self._thread.run(fn, *args, **kwargs)
 
     def _pending(self) -> int:
         return len(self._readings) + len(self._frames)
@@ -372,25 +366,11 @@ class SqliteSink(Sink):
 
 
 def _set_aside(path: Path, now_ns: int) -> Path:
-    """Rename a damaged store and its WAL files out of the way; return the new name.
-
-    The WAL files go too: left behind, they would be replayed into the new store.
-    """
-    stamp = datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    """Rename a damaged store and its WAL files out of the way; return the new name."""
     try:
-        path.rename(target)
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists():
-                side.rename(target.with_name(target.name + suffix))
+        return set_aside_database(path, now_ns)
     except OSError as exc:
         raise StoreError(
             f"{path}: the store is corrupt and cannot be moved aside"
             f" ({exc.strerror}); move or delete it by hand"
         ) from None
-    return target

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 from wattd.errors import ConfigError
 from wattd.sources.recording import RAW_FRAME_INTERVAL_S, Capture, load_capture
+from wattd.support.worker import run_blocking
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -95,7 +96,9 @@ async def replay_file(
     Raises:
         CaptureError: if the file is unreadable or malformed.
     """
-    capture = await asyncio.to_thread(
+    # Parsing a capture allocates all of it at once, the case the one worker
+    # is for; nothing waits behind it, as replays do not run in the daemon.
+    capture = await run_blocking(
         load_capture, path, start_wall=start_wall, frame_interval_s=frame_interval_s
     )
     async for chunk in replay_capture(

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 import serial
 import serial_asyncio_fast
 
+from wattd.support.backoff import Backoff
+
 if TYPE_CHECKING:
     from wattd.config import PortConfig
 
@@ -148,6 +150,8 @@ class _KeepInput(serial.Serial):  # type: ignore[misc]  # pyserial has no types
 async def open_port_keeping_input(device: str, baud: int) -> StreamPair:
     """:func:`open_port`, but bytes already in the input buffer are read first."""
     loop = asyncio.get_running_loop()
+    # The default pool, not the shared worker: opening a device can block in
+    # its driver, and a state save must not wait behind that.
     port = await loop.run_in_executor(
         None, functools.partial(_KeepInput, device, baudrate=baud, exclusive=True)
     )
@@ -183,7 +187,7 @@ class SerialSource:
 
     async def chunks(self) -> AsyncGenerator[Chunk, None]:
         """Yield chunks until cancelled; outages are handled inside."""
-        delay = self._retry_initial_s
+        backoff = Backoff(initial_s=self._retry_initial_s, max_s=self._retry_max_s)
         problem: str | None = None  # the error already logged for this outage
         while True:
             try:
@@ -191,12 +195,11 @@ class SerialSource:
             except OSError as exc:
                 text = describe_open_error(self.port.device, exc)
                 problem = self._note_outage(text, problem)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_max_s)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             self._note_connected(problem is not None)
             problem = None
-            delay = self._retry_initial_s
+            backoff.reset()
             connection = self.status.connections
             try:
                 while True:
@@ -225,7 +228,7 @@ class SerialSource:
             problem = self._note_outage(text, None)
             # The device vanished under us; a brief pause avoids spinning on a
             # port that opens but fails every read.
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self._retry_initial_s)
 
     # -- bookkeeping, one log line per state change --------------------------
 

@@ -1,14 +1,18 @@
-"""Files in the state directory: private to the wattd user, replaced atomically."""
+"""Files in the state directory: private to the wattd user, replaced atomically.
+
+A damaged file is renamed aside rather than deleted, so it can be inspected.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
 
 __all__ = [
@@ -17,6 +21,7 @@ __all__ = [
     "atomic_write",
     "private_dir",
     "private_file",
+    "set_aside",
 ]
 
 PRIVATE_DIR_MODE: Final = 0o700
@@ -77,3 +82,27 @@ def atomic_write(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def set_aside(path: Path, now_ns: int, *, companions: Sequence[str] = ()) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<UTC time>``; return the new name.
+
+    The file is kept, never deleted, so a person can inspect or salvage it. A
+    name already taken gets ``-2``, ``-3``, ... appended. Each existing file
+    ``<name><suffix>`` for a suffix in ``companions`` follows it.
+
+    Raises:
+        OSError: a file could not be renamed.
+    """
+    stamp = datetime.fromtimestamp(now_ns / 1e9, UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    path.rename(target)
+    for suffix in companions:
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    return target

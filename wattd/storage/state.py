@@ -28,11 +28,12 @@ import itertools
 import json
 import logging
 import math
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from wattd.errors import SpoolError, StateError, StoreError
-from wattd.storage.files import atomic_write, private_dir, private_file
+from wattd.storage.files import atomic_write, private_dir, private_file, set_aside
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -122,13 +123,10 @@ class StateFile:
         self.last_error = None
 
     def _move_aside(self) -> Path | None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         try:
-            self.path.replace(aside)
+            return set_aside(self.path, time.time_ns())
         except OSError:
             return None
-        return aside
 
 
 def recorded_energy_totals(config: Config) -> dict[int, float]:

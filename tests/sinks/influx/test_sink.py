@@ -17,7 +17,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -34,7 +33,15 @@ from tests.fixtures.daemon import write_config as write_daemon_config
 from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
 from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.services import VictoriaMetrics, free_port
+from tests.fixtures.waiting import block_until, wait_until
 from wattd.cli import main as cli_main
+from wattd.clients.influx import (
+    InfluxBusy,
+    InfluxRejected,
+    InfluxTarget,
+    InfluxWriter,
+    classify_error,
+)
 from wattd.config import Config, parse_config
 from wattd.core.readings import Reading
 from wattd.errors import SinkAuthError, SinkUnavailable, SpoolError
@@ -44,18 +51,11 @@ from wattd.sinks.influx.lineprotocol import (
     escape_measurement,
     escape_tag,
 )
-from wattd.sinks.influx.sink import (
-    STREAM,
-    InfluxRejected,
-    InfluxSink,
-    InfluxTarget,
-    InfluxWriter,
-    backoff_delay,
-    classify_error,
-)
+from wattd.sinks.influx.sink import BACKOFF_JITTER, STREAM, InfluxSink
 from wattd.sinks.registry import build_sinks
 from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
 from wattd.storage.spool import AsyncSpool
+from wattd.support.backoff import backoff_delay
 
 if TYPE_CHECKING:
     from tests.fixtures.pty import Pty
@@ -117,14 +117,6 @@ async def running(sink: InfluxSink) -> AsyncIterator[InfluxSink]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await sink.stop()
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def export(server: VictoriaMetrics, measurement: str) -> list[dict[str, Any]]:
@@ -273,7 +265,7 @@ async def test_points_arrive_with_values_tags_and_timestamps(
     readings = [reading(i, sensor=1 + i % 2) for i in range(200)]
     async with running(InfluxSink(config)) as sink:
         await sink.write(readings)
-        await wait_for(lambda: sink.stats()["points_written"] == 200)
+        await wait_until(lambda: sink.stats()["points_written"] == 200)
         assert sink.stats()["spool_depth"] == 0
     series = export(victoria, measurement)
     by_key = {(s["metric"]["__name__"], s["metric"]["sensor"]): s for s in series}
@@ -307,7 +299,7 @@ async def test_aggregation_writes_one_mean_point_per_meter_per_interval(
     async with running(InfluxSink(config)) as sink:
         await sink.write(readings[:150])
         await sink.write(readings[150:])
-        await wait_for(lambda: sink.stats()["points_written"] == 4)
+        await wait_until(lambda: sink.stats()["points_written"] == 4)
         assert sink.stats()["aggregate_open"] == 2
         await sink.flush()  # shutdown writes the open interval
         assert sink.stats()["points_written"] == 6
@@ -347,7 +339,7 @@ async def test_aggregated_points_are_written_when_every_meter_falls_silent(
         await asyncio.sleep(0.5)
         assert sink.stats()["aggregate_open"] == 2
         # No flush: two intervals of silence close them.
-        await wait_for(lambda: sink.stats()["points_written"] == 2, timeout=10)
+        await wait_until(lambda: sink.stats()["points_written"] == 2, timeout_s=10)
         assert sink.stats()["aggregate_open"] == 0
     series = export(victoria, measurement)
     watts = {
@@ -418,7 +410,7 @@ async def test_batches_by_size_gzip_and_ns_precision(
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(i) for i in range(250)])
         # The size trigger sends full batches without waiting for the interval.
-        await wait_for(lambda: sink.stats()["points_written"] >= 200)
+        await wait_until(lambda: sink.stats()["points_written"] >= 200)
         assert sink.stats()["spool_depth"] <= 50
     sizes = [len(r.lines) for r in fake.requests]
     assert sizes[:2] == [100, 100]
@@ -435,7 +427,7 @@ async def test_interval_flushes_a_partial_batch_without_gzip(
     config = make_config(tmp_path, fake.url, gzip=False, flush_interval_s=0.1)
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
-        await wait_for(lambda: sink.stats()["points_written"] == 1)
+        await wait_until(lambda: sink.stats()["points_written"] == 1)
     assert "Content-Encoding" not in fake.requests[0].headers
 
 
@@ -455,7 +447,7 @@ async def test_influxdb_1_8_form_sends_db_rp_and_user_password(
     )
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
-        await wait_for(lambda: sink.stats()["points_written"] == 1)
+        await wait_until(lambda: sink.stats()["points_written"] == 1)
     request = fake.requests[0]
     assert request.query["bucket"] == "telemetry/one_year"
     assert request.headers["Authorization"] == "Token writer:pw"
@@ -480,7 +472,7 @@ async def test_bad_token_is_a_clear_error_and_points_wait(
     with caplog.at_level(logging.DEBUG, logger="wattd"):
         async with running(InfluxSink(config)) as sink:
             await sink.write([reading(i) for i in range(5)])
-            await wait_for(lambda: sink.stats()["retries"] >= 2)
+            await wait_until(lambda: sink.stats()["retries"] >= 2)
             stats = sink.stats()
             assert stats["spool_depth"] == 5
             assert stats["failing"] == 1
@@ -492,7 +484,7 @@ async def test_bad_token_is_a_clear_error_and_points_wait(
             assert "check token or token_file" in sink.last_error
             # A fixed token (SIGHUP) is used at once, and nothing was lost.
             sink.reconfigure(make_config(tmp_path, fake.url, token="good-token"))
-            await wait_for(lambda: sink.stats()["points_written"] == 5)
+            await wait_until(lambda: sink.stats()["points_written"] == 5)
             assert sink.stats()["failing"] == 0
     assert "refused the credentials" in caplog.text
     assert "accepts writes again" in caplog.text
@@ -504,7 +496,7 @@ async def test_closed_port_is_a_clear_error(tmp_path: Path, fast_backoff: None) 
     config = make_config(tmp_path, f"http://127.0.0.1:{free_port()}")
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
-        await wait_for(lambda: sink.stats()["retries"] >= 1)
+        await wait_until(lambda: sink.stats()["retries"] >= 1)
         assert sink.last_error is not None
         assert "cannot connect to http://127.0.0.1:" in sink.last_error
         assert "is InfluxDB running" in sink.last_error
@@ -541,7 +533,7 @@ async def test_server_errors_are_retried_until_accepted(
     config = make_config(tmp_path, fake.url)
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(i) for i in range(10)])
-        await wait_for(lambda: sink.stats()["points_written"] == 10)
+        await wait_until(lambda: sink.stats()["points_written"] == 10)
         assert sink.stats()["retries"] == 3
     # The same batch was sent each time: nothing lost, nothing extra.
     assert [len(r.lines) for r in fake.requests] == [10, 10, 10, 10]
@@ -568,13 +560,13 @@ async def test_refused_point_is_dead_lettered_and_the_rest_is_delivered(
     readings = [reading(i, sensor=13 if i == 37 else 1) for i in range(64)]
     async with running(InfluxSink(config)) as sink:
         await sink.write(readings)
-        await wait_for(lambda: sink.stats()["dead_letters"] == 1)
-        await wait_for(lambda: sink.stats()["points_written"] == 63)
+        await wait_until(lambda: sink.stats()["dead_letters"] == 1)
+        await wait_until(lambda: sink.stats()["points_written"] == 63)
         assert sink.stats()["spool_depth"] == 0
         sent_before = len(fake.requests)
         # The refused point is never sent again.
         await sink.write([reading(100)])
-        await wait_for(lambda: sink.stats()["points_written"] == 64)
+        await wait_until(lambda: sink.stats()["points_written"] == 64)
         assert len(fake.requests) == sent_before + 1
         assert fake.requests[-1].lines == [
             PointEncoder.from_config(config).encode(reading(100))
@@ -620,7 +612,7 @@ def test_classify_known_failures() -> None:
         classify_error(api(403, b'{"message":"no"}'), target), SinkAuthError
     )
     busy = classify_error(api(429, b"", **{"Retry-After": "7"}), target)
-    assert isinstance(busy, influx_module.InfluxBusy)
+    assert isinstance(busy, InfluxBusy)
     assert busy.retry_after_s == 7
     rejected = classify_error(api(413, b'{"message":"too large"}'), target)
     assert isinstance(rejected, InfluxRejected)
@@ -639,7 +631,16 @@ def test_classify_known_failures() -> None:
 def test_backoff_doubles_is_capped_and_jittered() -> None:
     rng = random.Random(7)
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (7, 60.0), (500, 60.0)]:
-        delays = [backoff_delay(attempt, 60.0, rng) for _ in range(200)]
+        delays = [
+            backoff_delay(
+                attempt,
+                initial_s=influx_module.BASE_BACKOFF_S,
+                max_s=60.0,
+                jitter=BACKOFF_JITTER,
+                rng=rng,
+            )
+            for _ in range(200)
+        ]
         assert min(delays) >= ceiling / 2
         assert max(delays) <= ceiling
         assert len(set(delays)) > 100
@@ -682,7 +683,7 @@ async def test_flush_sends_the_backlog_once_and_restart_resumes(
     fake.rule = FakeInflux.accept
     again = InfluxSink(config)
     async with running(again):
-        await wait_for(lambda: again.stats()["points_written"] == 1)
+        await wait_until(lambda: again.stats()["points_written"] == 1)
     assert fake.requests[-1].lines == [
         PointEncoder.from_config(config).encode(reading(3))
     ]
@@ -694,10 +695,10 @@ async def test_reconfigure_changes_tags_of_new_points(
     config = make_config(tmp_path, fake.url)
     async with running(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
-        await wait_for(lambda: sink.stats()["points_written"] == 1)
+        await wait_until(lambda: sink.stats()["points_written"] == 1)
         sink.reconfigure(make_config(tmp_path, fake.url, measurement="watts_v2"))
         await sink.write([reading(1)])
-        await wait_for(lambda: sink.stats()["points_written"] == 2)
+        await wait_until(lambda: sink.stats()["points_written"] == 2)
     assert fake.requests[0].lines[0].startswith(b"power,")
     assert fake.requests[-1].lines[0].startswith(b"watts_v2,")
 
@@ -731,10 +732,12 @@ def test_influx_test_passes_against_a_real_server(
     assert f"ok: {victoria.url} answers" in out
     assert "ok: wrote a test point to" in out
     # A point at the current time can take a moment to become searchable.
-    deadline = time.monotonic() + 10
-    while not victoria.export('{__name__="wattd_check_ok"}'):
-        assert time.monotonic() < deadline, "the test point never arrived"
-        time.sleep(0.1)
+    block_until(
+        lambda: bool(victoria.export('{__name__="wattd_check_ok"}')),
+        timeout_s=10,
+        interval_s=0.1,
+        what="the test point",
+    )
 
 
 async def _serve(fake: FakeInflux, argv: list[str]) -> int:
@@ -813,10 +816,13 @@ class Harness:
         return dict(json.loads(self.ask("stats")))
 
     def wait_drained(self, points: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while (s := self.stats())["points_written"] < points or s["spool_depth"]:
-            assert time.monotonic() < deadline, f"not drained: {s}"
-            time.sleep(0.05)
+        last: dict[str, float] = {}
+
+        def drained() -> bool:
+            last.update(self.stats())
+            return last["points_written"] >= points and not last["spool_depth"]
+
+        block_until(drained, timeout_s=timeout, what=lambda: f"drained: {last}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -931,12 +937,19 @@ def wait_counters(
     daemon: DaemonProcess,
     timeout: float = 30,
 ) -> dict[str, int]:
-    deadline = time.monotonic() + timeout
-    while not done(counters := spool_counters(path)):
-        assert time.monotonic() < deadline, (
+    counters: dict[str, int] = {}
+
+    def reached() -> bool:
+        counters.update(spool_counters(path))
+        return done(counters)
+
+    block_until(
+        reached,
+        timeout_s=timeout,
+        what=lambda: (
             f"spool counters stuck at {counters}; wattd log:\n{daemon.log[-3000:]}"
-        )
-        time.sleep(0.05)
+        ),
+    )
     return counters
 
 

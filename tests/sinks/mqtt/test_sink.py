@@ -9,10 +9,9 @@ import json
 import logging
 import signal
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import aiomqtt
@@ -21,9 +20,11 @@ from pydantic import ValidationError
 
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.services import Mosquitto, TestCa, mosquitto_password_file
+from tests.fixtures.snapshots import daemon_snapshot, sensor_snapshot
+from tests.fixtures.waiting import wait_until
 from wattd.clients.mqtt import build_tls_context
 from wattd.config import Config, MqttConfig, TlsConfig
-from wattd.core.readings import FrameRecord, Reading
+from wattd.core.readings import Reading
 from wattd.errors import SinkAuthError, SinkTlsError, SinkUnavailable
 from wattd.sinks.mqtt import hass
 from wattd.sinks.mqtt.sink import STREAM, MqttSink
@@ -98,15 +99,6 @@ def make_config(tmp_path: Path, broker: Mosquitto, **kw: Any) -> Config:
 def node() -> str:
     """A node id of the test's own, so tests sharing a broker never meet."""
     return f"t{uuid.uuid4().hex[:8]}"
-
-
-async def wait_until(
-    check: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
-) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not check():
-            await asyncio.sleep(0.02)
-    assert check(), what
 
 
 @dataclass
@@ -449,22 +441,20 @@ async def test_frame_errors_are_counted_per_meter_and_in_node_stats(
     mosquitto: Mosquitto, tmp_path: Path, node: str
 ) -> None:
     config = make_config(tmp_path, mosquitto, node=node)
-    now = datetime.now(UTC)
-
-    def frame(kind: str, sensor: int | None) -> FrameRecord:
-        return FrameRecord(
-            time=now, port="p", api_mode=1, kind=kind, raw=b"\x7e", sensor=sensor
-        )
-
     sink = MqttSink(config)
-    await sink.write_frames(
-        [frame("bad_checksum", 1), frame("io", 1), frame("garbage", None)]
-    )
     topic = f"wattd-{node}/desk_lamp/state"
     fridge = f"wattd-{node}/fridge/state"
     stats_topic = f"wattd-{node}/{node}/stats"
-    # The daemon's snapshot knows which meter a corrupt frame claimed.
-    claimed = SimpleNamespace(sensors=[SimpleNamespace(sensor=2, bad_checksum=4)])
+    # The daemon counts rejected frames, and which meter a corrupt frame claimed.
+    base = daemon_snapshot()
+    claimed = replace(
+        base,
+        ports=(replace(base.ports[0], rejected={"bad_checksum": 2}),),
+        sensors=(
+            sensor_snapshot(sensor=1, bad_checksum=1),
+            sensor_snapshot(sensor=2, bad_checksum=4),
+        ),
+    )
     sink.attach(lambda: claimed)
     async with collecting(mosquitto, [topic, fridge, stats_topic]) as live:
         await sink.start()

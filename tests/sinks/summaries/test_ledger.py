@@ -13,7 +13,7 @@ from wattd.sinks.summaries.ledger import LEDGER_KEEP, Ledger
 NOW = datetime(2025, 3, 10, 8, tzinfo=UTC)
 
 
-def test_marks_survive_a_new_instance(tmp_path: Path):
+def test_marks_survive_a_new_instance(tmp_path: Path) -> None:
     path = tmp_path / "state" / "summaries.json"
     ledger = Ledger(path)
     ledger.mark("weekly/rack-a/2025-03-03", "x", "sent", at=NOW, detail="1790")
@@ -27,7 +27,7 @@ def test_marks_survive_a_new_instance(tmp_path: Path):
     assert not list(path.parent.glob(".summaries-*"))  # no temp files left
 
 
-def test_old_entries_are_pruned(tmp_path: Path):
+def test_old_entries_are_pruned(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.json")
     ledger.mark("old", "x", "sent", at=NOW - LEDGER_KEEP - timedelta(days=1))
     ledger.mark("new", "x", "sent", at=NOW)
@@ -37,7 +37,7 @@ def test_old_entries_are_pruned(tmp_path: Path):
 
 def test_corrupt_file_is_set_aside_and_schedules_restart(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
-):
+) -> None:
     path = tmp_path / "l.json"
     path.write_text("{not json")
     ledger = Ledger(path)
@@ -51,7 +51,7 @@ def test_corrupt_file_is_set_aside_and_schedules_restart(
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path):
+def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -62,14 +62,14 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path):
         locked.chmod(0o700)
 
 
-def test_unwritable_path_is_a_clear_error(tmp_path: Path):
+def test_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(SummaryError, match="cannot write the summary ledger"):
         Ledger(blocker / "sub" / "l.json").mark("k", "x", "sent", at=NOW)
 
 
-def test_two_processes_sharing_the_file_never_both_claim_a_post(tmp_path: Path):
+def test_two_processes_sharing_the_file_never_both_claim_a_post(tmp_path: Path) -> None:
     daemon = Ledger(tmp_path / "l.json")
     cli = Ledger(tmp_path / "l.json")  # e.g. `wattd summary --send` meanwhile
     assert daemon.claim("weekly/a/2025-03-03", "x", at=NOW) is None

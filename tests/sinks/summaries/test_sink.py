@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from wattd.config import parse_config
 from wattd.core.readings import Reading
 from wattd.daemon.bus import SinkChannel
 from wattd.sinks.registry import build_sinks
 from wattd.sinks.summaries.sink import SummarySink
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CONFIG = """
 state_dir: {state}
@@ -40,14 +44,14 @@ def reading() -> Reading:
     )
 
 
-def test_registry_enables_it_only_with_summaries(tmp_path):
+def test_registry_enables_it_only_with_summaries(tmp_path: Path) -> None:
     with_summaries = parse_config(CONFIG.format(state=tmp_path))
     assert [s.name for s in build_sinks(with_summaries)] == ["summaries"]
     without = parse_config(f"state_dir: {tmp_path}\nstore:\n  enabled: false\n")
     assert build_sinks(without) == []
 
 
-async def test_it_takes_no_readings_and_stops_cleanly(tmp_path):
+async def test_it_takes_no_readings_and_stops_cleanly(tmp_path: Path) -> None:
     config = parse_config(CONFIG.format(state=tmp_path))
     sink = SummarySink(config)
     channel = SinkChannel(sink)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
+from tests.fixtures.waiting import wait_until
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
@@ -68,7 +70,8 @@ class Page:
         reply = await asyncio.wait_for(fut, 30)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
-        return reply.get("result", {})
+        result: dict[str, Any] = reply.get("result", {})
+        return result
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send(
@@ -127,13 +130,18 @@ async def chromium_page(profile: Path) -> AsyncIterator[Page]:
     )
     try:
         port_file = profile / "DevToolsActivePort"
-        deadline = asyncio.get_running_loop().time() + 30
-        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+
+        def port_written() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"chromium exited with {proc.returncode}")
-            if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError("chromium did not open its DevTools port")
-            await asyncio.sleep(0.05)
+            return port_file.exists() and port_file.read_text().count("\n") >= 1
+
+        await wait_until(
+            port_written,
+            timeout_s=30,
+            interval_s=0.05,
+            what="chromium's DevTools port file",
+        )
         port = int(port_file.read_text().splitlines()[0])
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/json/list") as resp:

@@ -16,8 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.services import free_port
-from tests.sinks.web.test_metrics import snapshot as fixed_snapshot
+from tests.fixtures.snapshots import daemon_snapshot
+from tests.fixtures.waiting import wait_until
 from wattd.config import Config, parse_config
+from wattd.core.frames import FrameDecoder
+from wattd.core.iosample import IoSampleFrame
 from wattd.core.readings import FrameRecord, Reading
 from wattd.errors import ConfigError, SinkUnavailable
 from wattd.sinks.web.app import Dashboard
@@ -72,7 +75,7 @@ def reading(sensor: int, at: datetime, watts: float, wh_delta: float = 0.1) -> R
 async def serving(config: Config) -> AsyncIterator[tuple[WebSink, str]]:
     """A started web sink with its run() task, stopped like the daemon does."""
     sink = WebSink(config)
-    sink.attach(fixed_snapshot)
+    sink.attach(daemon_snapshot)
     await sink.start()
     task = asyncio.create_task(sink.run())
     try:
@@ -142,9 +145,11 @@ async def test_page_state_stream_and_waveform(tmp_path: Path) -> None:
             assert resp.status == 404
         model = MeterModel.with_quirks(3, ResistiveLoad(watts=500.0), seed=1)
         frame = Simulator([model], seed=1).next_frame()
+        (decoded,) = FrameDecoder(1).feed(frame.frame)
+        assert isinstance(decoded, IoSampleFrame)
         await sink.write_frames(
             [FrameRecord(time=now, port="rx", api_mode=1, kind="io",
-                         raw=frame.frame, sensor=3)]
+                         raw=frame.frame, sensor=3, io_frame=decoded)]
         )  # fmt: skip
         async with http.get(f"{base}/api/sensors/3/waveform") as resp:
             wave = await resp.json()
@@ -272,10 +277,8 @@ async def test_reload_moves_the_server_to_a_new_port(tmp_path: Path) -> None:
         data = config.model_dump(mode="json")
         data["web"]["port"] = port
         sink.reconfigure(Config.model_validate(data))
-        deadline = asyncio.get_running_loop().time() + 5
-        while sink.url != f"http://127.0.0.1:{port}/":
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+        moved = f"http://127.0.0.1:{port}/"
+        await wait_until(lambda: sink.url == moved, timeout_s=5, what="the new port")
         async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
             assert resp.status == 200
         with pytest.raises(aiohttp.ClientConnectionError):
@@ -360,7 +363,7 @@ def test_the_streamed_update_event_matches_the_update_document(tmp_path: Path) -
     config = make_config(tmp_path)
     at = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     streamed, whole = (
-        Dashboard(config, snapshot=fixed_snapshot, clock=lambda: at) for _ in range(2)
+        Dashboard(config, snapshot=daemon_snapshot, clock=lambda: at) for _ in range(2)
     )
     for step in range(3):
         for dash in (streamed, whole):

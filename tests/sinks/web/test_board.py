@@ -137,8 +137,10 @@ def test_waveform_is_the_last_io_frame_decoded() -> None:
     sim = Simulator([model], seed=2, api_mode=2)
     frames = [sim.next_frame() for _ in range(3)]
     for f in frames:
+        (event,) = FrameDecoder(2).feed(f.frame)
+        assert isinstance(event, IoSampleFrame)
         board.add_frame(FrameRecord(time=T0, port="p", api_mode=2, kind="io",
-                                    raw=f.frame, sensor=3))  # fmt: skip
+                                    raw=f.frame, sensor=3, io_frame=event))  # fmt: skip
     board.add_frame(FrameRecord(time=T0, port="p", api_mode=2, kind="bad_checksum",
                                 raw=b"\x7e\x00", sensor=None))  # fmt: skip
     wave = board.waveform(3)
@@ -209,7 +211,7 @@ def test_waveform_shows_the_zeros_the_figures_use() -> None:
         assert isinstance(event, IoSampleFrame)
         at = T0 + timedelta(seconds=f.time_s)
         record = FrameRecord(time=at, port="p", api_mode=sim.api_mode, kind="io",
-                             raw=f.frame, sensor=f.address)  # fmt: skip
+                             raw=f.frame, sensor=f.address, io_frame=event)  # fmt: skip
         board.add_frame(record)
         if f.address == 1:  # sensor 2 is heard, but has no reading yet
             r = pipeline.process(event, time=at, monotonic_s=f.time_s)

@@ -25,12 +25,12 @@ import pytest
 
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors, write_config
 from tests.fixtures.services import free_port
+from tests.fixtures.waiting import block_until
 from wattd.config import Config
 from wattd.sinks.web.guard import FD_RESERVE
 from wattd.sources.simulate import MeterModel, ResistiveLoad, Simulator
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from pathlib import Path
 
     from tests.fixtures.pty import SocatLink
@@ -150,14 +150,6 @@ def readings_in(store: Path) -> int:
     return int(count)
 
 
-def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
-
-
 def get_state(port: int) -> dict[str, object]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/state",
@@ -197,20 +189,31 @@ def test_a_connection_flood_leaves_ports_store_and_dashboard_working(
     files = OpenFiles(pid)
     try:
         daemon.wait_for_log("web dashboard", timeout=30)
-        wait_until(lambda: readings_in(store) > 0, 20, "readings")
+        block_until(
+            lambda: readings_in(store) > 0,
+            timeout_s=20,
+            interval_s=0.1,
+            what="readings",
+        )
         flood = Flood(port, FLOOD).start()
         # More connections than the daemon may open files.
-        wait_until(
+        block_until(
             lambda: flood is not None and flood.attempts > FLOOD,
-            30,
-            "a flood past the open-file limit",
+            timeout_s=30,
+            interval_s=0.1,
+            what="a flood past the open-file limit",
         )
 
         before = readings_in(store)
         for _ in range(3):
             state = get_state(port)
             assert len(state["sensors"]) == 2  # type: ignore[arg-type]
-        wait_until(lambda: readings_in(store) >= before + 4, 15, "readings in flood")
+        block_until(
+            lambda: readings_in(store) >= before + 4,
+            timeout_s=15,
+            interval_s=0.1,
+            what="readings in flood",
+        )
 
         # Unplug the adapter and plug it back in, still under the flood.
         feed.stop()
@@ -222,7 +225,12 @@ def test_a_connection_flood_leaves_ports_store_and_dashboard_working(
         feed = MeterFeed(sim, fd, speed=4).start()
         daemon.wait_for_log("reading resumed", timeout=10)
         after_replug = readings_in(store)
-        wait_until(lambda: readings_in(store) >= after_replug + 4, 15, "resumed")
+        block_until(
+            lambda: readings_in(store) >= after_replug + 4,
+            timeout_s=15,
+            interval_s=0.1,
+            what="resumed",
+        )
         get_state(port)
         with open(f"/proc/{pid}/limits", encoding="ascii") as limits:
             assert any(

@@ -1,22 +1,20 @@
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.daemon import meter_sensors, running_supervisor
 from tests.fixtures.sinks import RecordingSink
+from tests.fixtures.snapshots import NOW, daemon_snapshot, sensor_snapshot
+from tests.fixtures.waiting import wait_until
 from wattd.config import Config
 from wattd.core.readings import Flag
 from wattd.core.snapshot import (
     DaemonSnapshot,
-    PortSnapshot,
-    SensorSnapshot,
-    SinkSnapshot,
 )
 from wattd.daemon.supervisor import Supervisor
 from wattd.sinks.web.metrics import (
@@ -41,122 +39,6 @@ if TYPE_CHECKING:
 
     from tests.fixtures.pty import Pty
 
-NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
-
-
-def sensor(**kw: Any) -> SensorSnapshot:
-    base: dict[str, Any] = {
-        "sensor": 1,
-        "name": "web-1",
-        "configured": True,
-        "port": "rx",
-        "frames": 40,
-        "readings": 39,
-        "bad_checksum": 2,
-        "last_seen": NOW - timedelta(seconds=3),
-        "last_seen_age_s": 3.0,
-        "watts": 123.5,
-        "wh_total": 2.5,
-        "vrms": 119.8,
-        "irms": 1.07,
-        "power_factor": 0.96,
-        "rssi_dbm": -61,
-        "flags": frozenset({Flag.DRIFT_CORRECTED}),
-        "labels": {"rack": "A", "customer": "acme", "location": "dc-1", "pdu": "p1"},
-    }
-    base.update(kw)
-    return SensorSnapshot(**base)
-
-
-def snapshot() -> DaemonSnapshot:
-    port = PortSnapshot(
-        name="rx",
-        device="/dev/ttyUSB0",
-        api_mode=1,
-        baud=9600,
-        connected=True,
-        connections=2,
-        outages=1,
-        last_error=None,
-        outage_s=None,
-        bytes_read=8800,
-        frames_per_s=1.5,
-        frames_ok=97,
-        io_frames=95,
-        rejected={"bad_checksum": 3, "garbage": 4},
-        garbage_bytes=41,
-        modem_status={"hardware reset": 1},
-        last_frame_age_s=0.4,
-    )
-    sinks = (
-        SinkSnapshot(
-            name="mqtt",
-            started=True,
-            queue_depth=5,
-            queue_capacity=10_000,
-            frame_queue_depth=1,
-            written=90,
-            frames_written=80,
-            dropped=7,
-            frames_dropped=0,
-            rejected=1,
-            errors=4,
-            last_error="write: broker gone",
-            last_write_age_s=0.2,
-            extra={"backlog": 12.0, "connected": 0.0},
-        ),
-        SinkSnapshot(
-            name="influxdb",
-            started=False,
-            queue_depth=0,
-            queue_capacity=10_000,
-            frame_queue_depth=0,
-            written=0,
-            frames_written=0,
-            dropped=0,
-            frames_dropped=0,
-            rejected=0,
-            errors=9,
-            last_error="start: refused",
-            last_write_age_s=None,
-            extra={"spool_depth": 321.0},
-        ),
-    )
-    sensors = (
-        sensor(),
-        # Heard but not configured, and no reading yet: identity only.
-        sensor(
-            sensor=7,
-            name="sensor-7",
-            configured=False,
-            frames=1,
-            readings=0,
-            bad_checksum=0,
-            watts=None,
-            wh_total=None,
-            vrms=None,
-            irms=None,
-            power_factor=None,
-            rssi_dbm=None,
-            flags=frozenset(),
-            labels={},
-        ),
-    )
-    return DaemonSnapshot(
-        version="9.9.9",
-        started_at=NOW - timedelta(hours=1),
-        uptime_s=3600.0,
-        config_path="/etc/wattd/wattd.yaml",
-        config_loaded_at=NOW - timedelta(minutes=5),
-        last_reload_error="bad key",
-        ports=(port,),
-        sinks=sinks,
-        sensors=sensors,
-        readings_total=39,
-        state_saved_at=NOW - timedelta(seconds=10),
-        state_save_error=None,
-    )
-
 
 def parse(body: bytes) -> dict[str, Metric]:
     return {f.name: f for f in text_string_to_metric_families(body.decode())}
@@ -174,7 +56,7 @@ def value(fam: Metric, suffix: str = "", **labels: str) -> float:
 
 
 def test_sensor_families_have_units_types_and_identity_labels() -> None:
-    body, content_type = render(snapshot())
+    body, content_type = render(daemon_snapshot())
     assert content_type.startswith("text/plain; version=0.0.4")
     fams = parse(body)
     expected_types = {
@@ -224,7 +106,7 @@ def test_sensor_families_have_units_types_and_identity_labels() -> None:
 
 
 def test_port_and_decoder_counters_by_result() -> None:
-    fams = parse(render(snapshot())[0])
+    fams = parse(render(daemon_snapshot())[0])
     frames = fams["wattd_frames"]
     assert frames.type == "counter"
     assert value(frames, "_total", port="rx", result="ok") == 97
@@ -241,7 +123,7 @@ def test_port_and_decoder_counters_by_result() -> None:
 
 
 def test_sink_families_queue_drops_errors_and_spool() -> None:
-    fams = parse(render(snapshot())[0])
+    fams = parse(render(daemon_snapshot())[0])
     assert value(fams["wattd_sink_queue_depth"], sink="mqtt") == 5
     assert value(fams["wattd_sink_dropped"], "_total", sink="mqtt") == 7
     assert value(fams["wattd_sink_errors"], "_total", sink="influxdb") == 9
@@ -254,7 +136,7 @@ def test_sink_families_queue_drops_errors_and_spool() -> None:
 
 
 def test_daemon_families_and_process_metrics() -> None:
-    fams = parse(render(snapshot())[0])
+    fams = parse(render(daemon_snapshot())[0])
     assert value(fams["wattd_build_info"], version="9.9.9") == 1
     assert value(fams["wattd_readings"], "_total") == 39
     assert value(fams["wattd_config_last_reload_success"]) == 0
@@ -269,7 +151,7 @@ def test_daemon_families_and_process_metrics() -> None:
 
 def test_openmetrics_when_the_scraper_asks_for_it() -> None:
     body, content_type = render(
-        snapshot(), "application/openmetrics-text; version=1.0.0"
+        daemon_snapshot(), "application/openmetrics-text; version=1.0.0"
     )
     assert content_type.startswith("application/openmetrics-text")
     assert body.rstrip().endswith(b"# EOF")
@@ -280,7 +162,7 @@ def test_registering_takes_no_snapshot_and_each_collect_takes_one() -> None:
 
     def source() -> DaemonSnapshot:
         calls.append(1)
-        return snapshot()
+        return daemon_snapshot()
 
     registry = build_registry(source, process=False)
     assert calls == []
@@ -312,10 +194,10 @@ async def test_metrics_of_a_running_daemon_match_its_readings(
     sim = Simulator(meters, seed=5)
     async with running_supervisor(sup):
         stats = await run_on_pty(sim, pty.master, speed=20.0, until_s=20.0)
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(sink.received) < stats.frames:
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: len(sink.received) >= stats.frames,
+            what=f"{stats.frames} readings",
+        )
         fams = parse(render(sup.snapshot())[0])
     last = {r.sensor: r for r in sink.received}
     for m in meters:
@@ -358,8 +240,8 @@ def without_process(body: bytes) -> set[str]:
 def test_fast_sensor_lines_match_the_library_byte_for_byte(accept: str) -> None:
     # Awkward label values (quotes, backslash, newline, non-ASCII), flags, a
     # sensor without readings: the hand-written lines must equal the library's.
-    snap = snapshot()
-    odd = sensor(
+    snap = daemon_snapshot()
+    odd = sensor_snapshot(
         sensor=0xFFFE,
         name='odd "name" \\ with\nnewline \u2013 ü',
         labels={"rack": 'r"1', "customer": "a\\b", "location": "ünï"},
@@ -381,8 +263,8 @@ def test_fast_sensor_lines_match_the_library_byte_for_byte(accept: str) -> None:
 
 @pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0"])
 def test_chunks_are_small_and_make_up_the_whole_body(accept: str) -> None:
-    snap = snapshot()
-    many = tuple(sensor(sensor=n, name=f"meter-{n}") for n in range(1, 401))
+    snap = daemon_snapshot()
+    many = tuple(sensor_snapshot(sensor=n, name=f"meter-{n}") for n in range(1, 401))
     snap = dataclasses.replace(snap, sensors=many)
     chunks, content_type = render_chunks(snap, accept)
     pieces = list(chunks)

@@ -34,7 +34,7 @@ from wattd.costing.cost import (
     Timeline,
 )
 from wattd.costing.report.coverage import Layout, MeterCoverage, PowerBins
-from wattd.costing.tariff import Assignment, TariffBook
+from wattd.costing.tariff import Assignment, MeterKey, TariffBook
 from wattd.errors import TariffError
 from wattd.support.clock import wall_to_utc
 
@@ -64,7 +64,7 @@ TOTAL: Final = "total"
 ALL: Final = "all"
 """The one group of ``--by all``."""
 
-GroupBy = Literal["all", "sensor", "rack", "customer", "location"]
+GroupBy = Literal["all", "sensor", "rack", "customer", "location", "node"]
 Period = Literal["day", "week", "month"]
 
 
@@ -280,11 +280,14 @@ def build_report(
     only: Sequence[str] = (),
     title: str | None = None,
     now: datetime | None = None,
+    book: TariffBook | None = None,
 ) -> Report:
     """Aggregate energy intervals over ``[start, end)`` into a report.
 
     Configured sensors that sent nothing still appear (with completeness 0).
-    ``only`` keeps just the named groups.
+    ``only`` keeps just the named groups. ``book`` assigns groups and tariffs
+    to the intervals' meters; by default it is the config's own
+    (:class:`~wattd.costing.tariff.TariffBook`, keyed by radio address).
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise TariffError("report range needs aware datetimes (UTC)")
@@ -293,7 +296,8 @@ def build_report(
             f"report range is empty: {start.isoformat()} is not before"
             f" {end.isoformat()}; check --from/--to"
         )
-    book = TariffBook(config)
+    if book is None:
+        book = TariffBook(config)
     tz = book.timezone
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     steps = [PEAK_WINDOW_S] + [
@@ -308,9 +312,9 @@ def build_report(
     day_index = {d: i for i, d in enumerate(days)}
     hour_day = [day_index[d] for d in base.days]
     accs: dict[str, _Acc] = {}
-    seen: set[int] = set()
+    seen: set[MeterKey] = set()
     layout = Layout(base)
-    coverage: dict[int, MeterCoverage] = {}
+    coverage: dict[MeterKey, MeterCoverage] = {}
 
     def acc_for(assignment: Assignment) -> _Acc:
         key = group_key(assignment, by)

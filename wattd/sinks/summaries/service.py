@@ -3,7 +3,7 @@
 * :func:`compose` - a report of the last complete period, with the period
   before it for comparison, rendered through a ``str.format`` template.
 * :class:`SummaryService` - the asyncio task: sleeps until a schedule
-  (:mod:`wattd.support.cron`) fires, composes in a worker thread and posts with
+  (:mod:`wattd.support.cron`) fires, composes in a thread and posts with
   retries and rate limits. Each post is recorded in the ledger
   (:mod:`wattd.sinks.summaries.ledger`)
   before it is sent (``posting``) and after (``sent``/``failed``), so a
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 from zoneinfo import ZoneInfo
@@ -34,7 +33,9 @@ from wattd.errors import (
 )
 from wattd.sinks.summaries.ledger import Ledger
 from wattd.sinks.summaries.message import Period, SummaryMessage
+from wattd.support.backoff import backoff_delay
 from wattd.support.cron import CronSchedule
+from wattd.support.worker import run_blocking
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -98,6 +99,10 @@ _MAX_SLEEP_S: Final = 60.0
 """Wake at least this often, so wall-clock jumps and suspends are noticed."""
 _GIVE_UP: Final = timedelta(hours=1)
 """How long a summary that cannot be composed is retried."""
+_RETRY_MAX_S: Final = 3600.0
+"""Longest wait between two attempts at one post, before its jitter."""
+_RETRY_JITTER: Final = 0.2
+"""Each wait is drawn from 80-120 % of its step, so retries do not line up."""
 
 
 def schedule_of(summary: SummaryConfig) -> CronSchedule:
@@ -287,6 +292,9 @@ class SummaryService:
         ``dry-run`` when nothing is enabled or ``send`` is False.
         """
         summary = self.config.summaries[name]
+        # Its own thread, not the shared worker: pricing up to two months of
+        # minute buckets takes seconds (about 5 s a month for 10 meters), and a
+        # state save or a /metrics scrape queued behind it would wait as long.
         messages = await asyncio.to_thread(self._compose, name, fired)
         enabled = summary.destinations.enabled
         if not enabled or not send:
@@ -371,15 +379,7 @@ class SummaryService:
                 remote = await pub.post(message)
             except PublishRejected as exc:
                 log.error("summary %s refused by %s: %s", key, dest, exc)
-                await self._io(
-                    self.ledger.mark,
-                    key,
-                    dest,
-                    "failed",
-                    at=self._clock(),
-                    detail=str(exc),
-                )
-                return "failed"
+                return await self._settle(key, dest, "failed", str(exc))
             except (PublishError, WattdError) as exc:
                 if attempt == summary.max_attempts:
                     log.error(
@@ -389,17 +389,14 @@ class SummaryService:
                         attempt,
                         exc,
                     )
-                    await self._io(
-                        self.ledger.mark,
-                        key,
-                        dest,
-                        "failed",
-                        at=self._clock(),
-                        detail=str(exc),
-                    )
-                    return "failed"
-                delay = min(summary.retry_base_s * 2 ** (attempt - 1), 3600.0)
-                delay *= random.uniform(0.8, 1.2)
+                    return await self._settle(key, dest, "failed", str(exc))
+                delay = backoff_delay(
+                    attempt,
+                    initial_s=summary.retry_base_s,
+                    max_s=_RETRY_MAX_S,
+                    jitter=_RETRY_JITTER,
+                    jitter_up=_RETRY_JITTER,
+                )
                 log.warning(
                     "summary %s to %s failed (attempt %d of %d): %s; retry in %.0f s",
                     key,
@@ -417,20 +414,21 @@ class SummaryService:
                     dest,
                     f" ({remote})" if remote else "",
                 )
-                await self._io(
-                    self.ledger.mark,
-                    key,
-                    dest,
-                    "sent",
-                    at=self._clock(),
-                    detail=remote or "",
-                )
-                return "sent"
+                return await self._settle(key, dest, "sent", remote or "")
         return "failed"  # pragma: no cover - the loop always returns
+
+    async def _settle(self, key: str, dest: str, status: str, detail: str) -> str:
+        """Record how a claimed post ended; returns ``status``."""
+        await self._io(
+            self.ledger.mark, key, dest, status, at=self._clock(), detail=detail
+        )
+        return status
 
     async def _io(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         # The ledger fsyncs; keep that off the loop the serial reader runs on.
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        # One small local file, locked only for its read-modify-write: short
+        # enough for the shared worker.
+        return await run_blocking(fn, *args, **kwargs)
 
     def _seconds_to_next(self) -> float:
         now = self._clock()

@@ -2,7 +2,7 @@
 
 Sans-IO and cheap on the reading path: :meth:`LiveBoard.add` stores the reading,
 adds its energy to today's total and marks the sensor changed; everything
-heavier (JSON, waveform decoding, totals) happens only when a browser asks or
+heavier (JSON, waveform figures, totals) happens only when a browser asks or
 when the pusher builds its once-a-second update.
 
 "Today" is the local day in the site calendar (``tariffs.timezone``). Energy
@@ -23,9 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
-from wattd.core.frames import FrameDecoder
-from wattd.core.iosample import IoSampleFrame
-from wattd.core.power import compute_power
+from wattd.core.power import compute_power, kept_sample_count
 from wattd.core.readings import Flag
 
 if TYPE_CHECKING:
@@ -121,7 +119,7 @@ class LiveBoard:
         self._changed.add(sensor)
 
     def add_frame(self, frame: FrameRecord) -> None:
-        """Keep an IO frame as its sensor's latest raw waveform."""
+        """Keep an IO frame (decoded, see its ``io_frame``) as its sensor's waveform."""
         if frame.kind != "io" or frame.sensor is None:
             return
         state = self._sensors.get(frame.sensor)
@@ -297,10 +295,7 @@ class LiveBoard:
         if state is None or state.frame is None:
             return None
         record = state.frame
-        decoder = FrameDecoder(record.api_mode)
-        frame = next(
-            (e for e in decoder.feed(record.raw) if isinstance(e, IoSampleFrame)), None
-        )
+        frame = record.io_frame
         if frame is None:
             return None
         cfg = self._sensor_cfg.get(sensor) or _default_sensor(sensor)
@@ -330,7 +325,7 @@ class LiveBoard:
             fallback_interval_ms=interval,
             current_zero=i_zero,
         )
-        has_samples = len(voltage) > 1 and len(current) > 1
+        has_samples = kept_sample_count(voltage, current) > 0
         v_zero = cal.voltage_zero
         if v_zero is None and has_samples:
             v_zero = means.voltage_mean_counts

@@ -16,8 +16,13 @@ TOKEN = "mastodon-token-very-secret"
 
 
 def make(url: str, **extra: object) -> MastodonPublisher:
-    cfg = MastodonDestinationConfig(
-        enabled=True, api_base_url=url, access_token=SecretStr(TOKEN), **extra
+    cfg = MastodonDestinationConfig.model_validate(
+        {
+            "enabled": True,
+            "api_base_url": url,
+            "access_token": SecretStr(TOKEN),
+            **extra,
+        }
     )
     return MastodonPublisher(cfg)
 
@@ -32,7 +37,7 @@ def form(body: bytes, content_type: str | None) -> dict[str, str]:
 
 async def test_post_creates_status_with_bearer_token_and_idempotency_key(
     http_recorder: RecordingServer,
-):
+) -> None:
     http_recorder.queue(Answer(200, {"id": "109876", "content": "<p>x</p>"}))
     pub = make(http_recorder.url, visibility="unlisted")
     message = sample_message("Rack A used 412 kWh last week")
@@ -50,7 +55,7 @@ async def test_post_creates_status_with_bearer_token_and_idempotency_key(
     assert body["visibility"] == "unlisted"
 
 
-async def test_status_is_cut_to_max_chars(http_recorder: RecordingServer):
+async def test_status_is_cut_to_max_chars(http_recorder: RecordingServer) -> None:
     http_recorder.queue(Answer(200, {"id": "1"}))
     pub = make(http_recorder.url, max_chars=30)
     await pub.post(sample_message("kilowatt " * 20))
@@ -71,7 +76,7 @@ async def test_status_is_cut_to_max_chars(http_recorder: RecordingServer):
 )
 async def test_errors_map_to_retry_or_refusal(
     http_recorder: RecordingServer, status: int, error: type[Exception]
-):
+) -> None:
     http_recorder.default = Answer(
         status, {"error": "nope"}, {"X-RateLimit-Reset": "2030-01-01T00:00:00Z"}
     )
@@ -82,7 +87,7 @@ async def test_errors_map_to_retry_or_refusal(
     assert TOKEN not in str(info.value)
 
 
-async def test_unreachable_server_is_retryable():
+async def test_unreachable_server_is_retryable() -> None:
     pub = make(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(PublishError) as info:
         await pub.post(sample_message())

@@ -23,7 +23,7 @@ def config_for(host: str, port: int, base: str) -> Config:
     return parse_config(f"mqtt: {{host: {host}, port: {port}, base_topic: {base}}}\n")
 
 
-async def test_publishes_retained_json_to_default_topic(mosquitto: Mosquitto):
+async def test_publishes_retained_json_to_default_topic(mosquitto: Mosquitto) -> None:
     base = f"test-{secrets.token_hex(4)}"
     config = config_for(mosquitto.host, mosquitto.port, base)
     dest = MqttDestinationConfig(enabled=True)
@@ -44,7 +44,7 @@ async def test_publishes_retained_json_to_default_topic(mosquitto: Mosquitto):
     assert body["fields"]["biggest"] == "web-3"
 
 
-async def test_topic_template_and_qos0(mosquitto: Mosquitto):
+async def test_topic_template_and_qos0(mosquitto: Mosquitto) -> None:
     base = f"test-{secrets.token_hex(4)}"
     config = config_for(mosquitto.host, mosquitto.port, base)
     dest = MqttDestinationConfig(
@@ -60,7 +60,7 @@ async def test_topic_template_and_qos0(mosquitto: Mosquitto):
 
 
 @pytest.mark.timeout(30)
-async def test_unreachable_broker_is_a_retryable_error():
+async def test_unreachable_broker_is_a_retryable_error() -> None:
     config = config_for("127.0.0.1", free_port(), "x")
     with pytest.raises(PublishError) as info:
         await MqttPublisher(config, MqttDestinationConfig(enabled=True)).post(

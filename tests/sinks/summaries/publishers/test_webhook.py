@@ -15,12 +15,15 @@ from wattd.sinks.summaries.publishers.webhook import SIGNATURE_HEADER, WebhookPu
 
 
 def make(url: str, **extra: object) -> WebhookPublisher:
-    return WebhookPublisher(WebhookDestinationConfig(enabled=True, url=url, **extra))
+    cfg = WebhookDestinationConfig.model_validate(
+        {"enabled": True, "url": url, **extra}
+    )
+    return WebhookPublisher(cfg)
 
 
 async def test_posts_json_with_token_signature_and_idempotency_key(
     http_recorder: RecordingServer,
-):
+) -> None:
     http_recorder.queue(Answer(200, {"id": "abc"}))
     pub = make(
         f"{http_recorder.url}/hooks/energy",
@@ -48,7 +51,9 @@ async def test_posts_json_with_token_signature_and_idempotency_key(
     assert body["fields"]["kwh"] == pytest.approx(412.0)
 
 
-async def test_no_auth_headers_unless_configured(http_recorder: RecordingServer):
+async def test_no_auth_headers_unless_configured(
+    http_recorder: RecordingServer,
+) -> None:
     await make(http_recorder.url).post(sample_message())
     [req] = http_recorder.requests
     assert req.header("Authorization") is None
@@ -66,7 +71,7 @@ async def test_no_auth_headers_unless_configured(http_recorder: RecordingServer)
 )
 async def test_status_codes_map_to_retry_or_refusal(
     http_recorder: RecordingServer, status: int, error: type[Exception]
-):
+) -> None:
     http_recorder.queue(Answer(status, {"error": "no"}))
     with pytest.raises(error) as info:
         await make(http_recorder.url, token=SecretStr("hook-token")).post(
@@ -77,7 +82,7 @@ async def test_status_codes_map_to_retry_or_refusal(
     assert "hook-token" not in str(info.value)
 
 
-async def test_unreachable_is_retryable():
+async def test_unreachable_is_retryable() -> None:
     with pytest.raises(PublishError) as info:
         await make(f"http://127.0.0.1:{free_port()}/x", timeout_s=2).post(
             sample_message()

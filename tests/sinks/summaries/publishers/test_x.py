@@ -21,11 +21,13 @@ CREDS = {
 
 
 def make(url: str, **extra: object) -> XPublisher:
-    cfg = XDestinationConfig(
-        enabled=True,
-        api_base_url=url,
-        **{k: SecretStr(v) for k, v in CREDS.items()},
-        **extra,
+    cfg = XDestinationConfig.model_validate(
+        {
+            "enabled": True,
+            "api_base_url": url,
+            **{k: SecretStr(v) for k, v in CREDS.items()},
+            **extra,
+        }
     )
     return XPublisher(cfg)
 
@@ -41,7 +43,7 @@ def oauth_params(header: str) -> dict[str, str]:
 
 async def test_post_sends_v2_tweet_with_valid_oauth1_signature(
     http_recorder: RecordingServer,
-):
+) -> None:
     http_recorder.queue(Answer(201, {"data": {"id": "1790", "text": "x"}}))
     pub = make(http_recorder.url)
     remote = await pub.post(sample_message("Rack A used 412 kWh"))
@@ -78,7 +80,7 @@ async def test_post_sends_v2_tweet_with_valid_oauth1_signature(
         assert secret not in header
 
 
-async def test_long_text_is_cut_to_max_chars(http_recorder: RecordingServer):
+async def test_long_text_is_cut_to_max_chars(http_recorder: RecordingServer) -> None:
     http_recorder.queue(Answer(201, {"data": {"id": "1", "text": "x"}}))
     pub = make(http_recorder.url, max_chars=40)
     await pub.post(sample_message("word " * 30))
@@ -98,7 +100,7 @@ async def test_long_text_is_cut_to_max_chars(http_recorder: RecordingServer):
 )
 async def test_http_errors_map_to_retry_or_refusal(
     http_recorder: RecordingServer, status: int, error: type[Exception]
-):
+) -> None:
     http_recorder.queue(Answer(status, {"title": "nope", "detail": "nope"}))
     pub = make(http_recorder.url)
     with pytest.raises(error) as info:
@@ -109,7 +111,7 @@ async def test_http_errors_map_to_retry_or_refusal(
         assert secret not in str(info.value)
 
 
-async def test_unreachable_server_is_retryable():
+async def test_unreachable_server_is_retryable() -> None:
     pub = make(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(PublishError) as info:
         await pub.post(sample_message())

@@ -1,8 +1,8 @@
 """Posting summaries to Mastodon (``POST /api/v1/statuses``, bearer token).
 
-Mastodon.py is blocking, so posts run in a worker thread. The ledger key is
-sent as the ``Idempotency-Key``, so even a retry the server already took
-does not create a second status.
+Mastodon.py is blocking, so posts run in a thread of their own. The ledger
+key is sent as the ``Idempotency-Key``, so even a retry the server already
+took does not create a second status.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ class MastodonPublisher(Publisher):
         """Post the status; return its id."""
         text = shorten(message.text, self._max_chars)
         try:
+            # A thread of its own, not the shared worker: the post waits on the
+            # server for up to timeout_s, and state saves must not queue behind it.
             status = await asyncio.to_thread(
                 self._api.status_post,
                 text,

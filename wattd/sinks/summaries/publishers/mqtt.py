@@ -8,7 +8,6 @@ same JSON document the webhook gets. The topic may use ``{summary}`` and
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
@@ -24,6 +23,7 @@ from wattd.clients.mqtt import (
 )
 from wattd.errors import PublishError, WattdError
 from wattd.sinks.summaries.publishers.base import Publisher
+from wattd.support.worker import run_blocking
 
 if TYPE_CHECKING:
     from wattd.config import Config, MqttDestinationConfig
@@ -59,7 +59,9 @@ class MqttPublisher(Publisher):
         connected = False
         try:
             if mqtt.tls:
-                tls = await asyncio.to_thread(build_tls_context, mqtt.tls)
+                # Only reads the local key and certificates: short enough for
+                # the shared worker.
+                tls = await run_blocking(build_tls_context, mqtt.tls)
             client = make_client(
                 mqtt,
                 tls_context=tls,

@@ -79,6 +79,8 @@ class XPublisher(Publisher):
         """Create the post; return its id."""
         text = shorten(message.text, self._max_chars)
         try:
+            # A thread of its own, not the shared worker: the post waits on X
+            # for up to timeout_s, and state saves must not queue behind it.
             response = await asyncio.to_thread(
                 self._client.create_tweet, text=text, user_auth=True
             )
