@@ -1,4 +1,8 @@
-"""``wattd influx-test`` against servers without the InfluxDB 2.x write API."""
+"""``wattd influx-test`` against servers without the InfluxDB 2.x write API.
+
+The 1.x database form on 1.x's own ``/write`` is tested in
+``tests/sinks/influx/test_v1.py``.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,12 @@ if TYPE_CHECKING:
 PASSWORD = "s3cret-pass"
 TOKEN = "tok-not-for-output"
 V2_FORM = {"org": "home", "bucket": "energy", "token": TOKEN}
-V1_FORM = {"database": "energy", "username": "wattd", "password": PASSWORD}
+V1_ON_V2_API = {
+    "database": "energy",
+    "username": "wattd",
+    "password": PASSWORD,
+    "api": "v2",
+}
 
 
 def write_config(tmp_path: Path, url: str, form: dict[str, str]) -> Path:
@@ -51,11 +60,19 @@ def test_which_versions_lack_the_v2_api(version: str, lacks: bool) -> None:
     assert lacks_v2_api(version) is lacks
 
 
-@pytest.mark.parametrize("form", [V2_FORM, V1_FORM], ids=["bucket", "database"])
+@pytest.mark.parametrize(
+    ("form", "fix"),
+    [
+        (V2_FORM, "Set influxdb.database instead of bucket (with username and"),
+        (V1_ON_V2_API, "Set influxdb.api to v1 (or auto) to write through"),
+    ],
+    ids=["bucket", "database-on-v2"],
+)
 def test_influxdb_1_6_is_named_for_what_it_is(
     tmp_path: Path,
     influxd: Influxd,
     form: dict[str, str],
+    fix: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert lacks_v2_api(influxd.version), influxd.version
@@ -68,7 +85,8 @@ def test_influxdb_1_6_is_named_for_what_it_is(
         " the v2 API that wattd writes through"
     )
     assert "InfluxDB 1.8 and later have it" in fail
-    assert "Upgrade it to 1.8 or later and set influxdb.database" in fail
+    assert fix in fail
+    assert "to write through its native /write API" in fail
     assert "bucket or org does not exist" not in fail
     assert TOKEN not in fail
     assert PASSWORD not in fail

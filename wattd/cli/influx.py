@@ -5,9 +5,12 @@ an InfluxDB at all?), then a write of one tiny point (are the token and the
 bucket right?). The point is ``wattd_check,node=<node> ok=1`` at the current
 time; ``--ping-only`` skips it.
 
-wattd writes through the InfluxDB 2.x API, which 1.x servers have from 1.8 on.
-An older 1.x server answers the ping (with its version) and then 404 to the
-write, which is reported as what it is rather than as a missing bucket.
+With a bucket, wattd writes through the InfluxDB 2.x API, which 1.x servers
+have from 1.8 on. An older 1.x server answers the ping (with its version) and
+then 404 to the write, which is reported as what it is rather than as a missing
+bucket. With a database (``api: v1``, or ``auto``), the point goes through 1.x's
+own ``/write``, and a missing database is named with the ``CREATE DATABASE``
+that makes it.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Ping the InfluxDB server of the config's influxdb section, then write"
             f" one point ({CHECK_MEASUREMENT},node=<node> ok=1) to check the token"
-            " and bucket. Exits 0 when both work."
+            " and bucket (or database). Exits 0 when both work."
         ),
     )
     add_config(p)
@@ -59,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if not config.influxdb.enabled:
         print("note: influxdb.enabled is false; checking the settings anyway")
     if config.influxdb.bucket is None and config.influxdb.database is None:
-        print(
-            "FAIL: set influxdb.bucket (InfluxDB 2.x/3.x) or influxdb.database (1.8+)"
-        )
+        print("FAIL: set influxdb.bucket (InfluxDB 2.x/3.x) or influxdb.database (1.x)")
         return EXIT_ERROR
     return asyncio.run(_check(target, node, ping_only=args.ping_only))
 
@@ -76,7 +77,7 @@ async def _check(target: InfluxTarget, node: str, *, ping_only: bool) -> int:
             return EXIT_ERROR
         shown = f" (version {version})" if version else ""
         print(f"ok: {target.safe_url} answers{shown}")
-        old_1x = lacks_v2_api(version)
+        old_1x = target.api == "v2" and lacks_v2_api(version)
         if ping_only:
             if old_1x:
                 print(f"note: {_old_1x_text(target, version)}")
@@ -109,12 +110,18 @@ def lacks_v2_api(version: str) -> bool:
 
 
 def _old_1x_text(target: InfluxTarget, version: str) -> str:
+    if target.database:
+        fix = "Set influxdb.api to v1 (or auto) to write through its native /write API"
+    else:
+        fix = (
+            "Set influxdb.database instead of bucket (with username and password if"
+            " auth is on) to write through its native /write API"
+        )
     return (
         f"{target.safe_url} is InfluxDB {version}, a 1.x server without the v2 API"
-        " that wattd writes through (/api/v2/write answers 404; InfluxDB 1.8 and"
-        " later have it). Upgrade it to 1.8 or later and set influxdb.database"
-        " (with username and password if auth is on), or point url at InfluxDB"
-        " 2.x, 3.x or Cloud"
+        " that wattd writes through with api v2 (/api/v2/write answers 404;"
+        f" InfluxDB 1.8 and later have it). {fix}, or point url at InfluxDB 2.x,"
+        " 3.x or Cloud"
     )
 
 

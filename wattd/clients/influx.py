@@ -1,30 +1,40 @@
 """The InfluxDB HTTP client: where to write, one session, and what a failure means.
 
-:class:`InfluxTarget` resolves either config form: 2.x/3.x with org, bucket and
-token, and 1.8+ through its compatibility API (bucket
-``database/retention_policy``, token ``username:password``). Both use the
-``/api/v2/write`` endpoint. :class:`InfluxWriter` is one session to one server
-and :func:`classify_error` turns each failure into a
-:class:`~wattd.errors.SinkError` that says what to check. The InfluxDB sink and
-``wattd influx-test`` both talk to the server this way.
+:class:`InfluxTarget` resolves the config to one of two write APIs:
 
-The HTTP side is influxdb-client's async client (``InfluxDBClientAsync``, its
-aiohttp session, auth and error types) and its ``/api/v2/write`` service. The
-points are already line protocol, so they go out as one body without being
-parsed again, and the body is gzipped on the worker thread at a fast level: the
-client's own gzip runs at level 9 on the event loop, about 50 ms per 5,000
-points here, for 1 % less size than level 1.
+* ``v2``: ``/api/v2/write`` with org, bucket and token (2.x, 3.x, Cloud,
+  VictoriaMetrics), or 1.8+ through its compatibility API (bucket
+  ``database/retention_policy``, token ``username:password``);
+* ``v1``: 1.x's native ``POST /write?db=&rp=&precision=ns`` with HTTP basic
+  auth, which every 1.x release has (1.6 has no ``/api/v2/write``) and 3.x
+  keeps.
+
+:class:`InfluxWriter` is one session to one server and :func:`classify_error`
+turns each failure into a :class:`~wattd.errors.SinkError` that says what to
+check. The InfluxDB sink and ``wattd influx-test`` both talk to the server
+this way.
+
+For ``v2`` the HTTP side is influxdb-client's async client
+(``InfluxDBClientAsync``, its aiohttp session, auth and error types) and its
+``/api/v2/write`` service. influxdb-client has no ``/write`` call (its "v1
+compatibility" is the 1.8+ ``/api/v2/write`` above), so ``v1`` is one plain
+aiohttp POST. The points are already line protocol, so they go out as one body
+without being parsed again, and the body is gzipped on the worker thread at a
+fast level: the client's own gzip runs at level 9 on the event loop, about
+50 ms per 5,000 points here, for 1 % less size than level 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import gzip
+import json
 import socket
 import ssl
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
@@ -48,6 +58,7 @@ __all__ = [
     "InfluxTarget",
     "InfluxWriter",
     "classify_error",
+    "classify_status",
 ]
 
 SINK_NAME: Final = "influxdb"
@@ -72,15 +83,23 @@ class InfluxTarget:
     timeout_s: float = 10.0
     verify_ssl: bool = True
     ca_file: Path | None = None
+    api: Literal["v1", "v2"] = "v2"
+    database: str = ""
+    """``v1`` only: the database (``db``); ``bucket`` is ``database[/rp]``."""
+    retention_policy: str = ""
+    """``v1`` only: ``rp``; empty means the database's default policy."""
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
 
     @classmethod
     def from_config(cls, influx: InfluxConfig) -> InfluxTarget:
-        """The 2.x/3.x form, or the 1.8+ compatibility form when ``database`` is set."""
+        """The target for the config's form and :attr:`~InfluxConfig.write_api`."""
+        api = influx.write_api
+        password = influx.password.get_secret_value() if influx.password else ""
         if influx.database is not None:
             bucket = influx.database
             if influx.retention_policy:
                 bucket = f"{bucket}/{influx.retention_policy}"
-            password = influx.password.get_secret_value() if influx.password else ""
             token = f"{influx.username}:{password}" if influx.username else ""
             org = influx.org or "-"
         else:
@@ -97,6 +116,11 @@ class InfluxTarget:
             timeout_s=influx.timeout_s,
             verify_ssl=influx.verify_ssl,
             ca_file=influx.ca_file,
+            api=api,
+            database=influx.database or "",
+            retention_policy=influx.retention_policy or "",
+            username=influx.username or "",
+            password=password,
         )
 
     @property
@@ -110,7 +134,12 @@ class InfluxTarget:
         return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     def describe(self) -> str:
-        """``URL bucket 'x'`` for messages."""
+        """``URL bucket 'x'`` (or ``URL database 'x'`` for v1) for messages."""
+        if self.api == "v1":
+            rp = f" retention policy {self.retention_policy!r}"
+            return f"{self.safe_url} database {self.database!r}" + (
+                rp if self.retention_policy else ""
+            )
         return f"{self.safe_url} bucket {self.bucket!r}"
 
 
@@ -121,9 +150,13 @@ class InfluxWriter:
         self.target = target
         self._client: InfluxDBClientAsync | None = None
         self._service: WriteService | None = None
+        self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
         """Create the HTTP session (needs a running event loop)."""
+        if self.target.api == "v1":
+            await self._open_v1()
+            return
         if self._client is not None:
             return
         kwargs: dict[str, Any] = {"verify_ssl": self.target.verify_ssl}
@@ -149,11 +182,37 @@ class InfluxWriter:
         # The generated service classes carry no annotations.
         self._service = WriteService(self._client.api_client)  # type: ignore[no-untyped-call]
 
+    async def _open_v1(self) -> None:
+        if self._session is not None:
+            return
+        ssl_arg: ssl.SSLContext | bool = self.target.verify_ssl
+        if self.target.ca_file is not None:
+            try:
+                ssl_arg = ssl.create_default_context(cafile=str(self.target.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                msg = (
+                    f"cannot set up TLS for {self.target.safe_url}: {exc};"
+                    " check ca_file"
+                )
+                raise SinkUnavailable(msg, sink=SINK_NAME) from None
+        headers: dict[str, str] = {}
+        if self.target.username:
+            login = f"{self.target.username}:{self.target.password}".encode()
+            headers["Authorization"] = f"Basic {base64.b64encode(login).decode()}"
+        self._session = aiohttp.ClientSession(
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.target.timeout_s),
+            connector=aiohttp.TCPConnector(ssl=ssl_arg),
+        )
+
     async def close(self) -> None:
         """Close the HTTP session."""
         client, self._client, self._service = self._client, None, None
         if client is not None:
             await client.close()  # type: ignore[no-untyped-call]
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def write(self, body: bytes) -> None:
         """POST line protocol (lines joined by newlines) with ns precision.
@@ -164,11 +223,15 @@ class InfluxWriter:
             SinkUnavailable: anything worth retrying later.
         """
         await self.open()
-        assert self._service is not None  # noqa: S101 - set by open()
-        extra: dict[str, str] = {}
         data = body
         if self.target.gzip:
             data = await run_blocking(gzip.compress, body, GZIP_LEVEL)
+        if self.target.api == "v1":
+            await self._write_v1(data)
+            return
+        assert self._service is not None  # noqa: S101 - set by open()
+        extra: dict[str, str] = {}
+        if self.target.gzip:
             extra["content_encoding"] = "gzip"
         try:
             await self._service.post_write_async(  # type: ignore[no-untyped-call]
@@ -184,9 +247,51 @@ class InfluxWriter:
         except Exception as exc:  # every failure is classified below
             raise classify_error(exc, self.target) from None
 
+    async def _write_v1(self, data: bytes) -> None:
+        """``POST /write?db=&rp=&precision=ns``; a 1.x error body is ``{"error"}``."""
+        assert self._session is not None  # noqa: S101 - set by open()
+        params = {"db": self.target.database, "precision": "ns"}
+        if self.target.retention_policy:
+            params["rp"] = self.target.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.target.gzip:
+            headers["Content-Encoding"] = "gzip"
+        try:
+            async with self._session.post(
+                f"{self.target.url}/write", params=params, data=data, headers=headers
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                text = await resp.text(errors="replace")
+                retry_after = _seconds(resp.headers.get("Retry-After"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is classified below
+            raise classify_error(exc, self.target) from None
+        raise classify_status(
+            resp.status, _v1_message(text), self.target, retry_after_s=retry_after
+        )
+
+    async def _ping_v1(self) -> str:
+        assert self._session is not None  # noqa: S101 - set by open()
+        try:
+            async with self._session.get(f"{self.target.url}/ping") as resp:
+                if 200 <= resp.status < 300:
+                    return resp.headers.get("X-Influxdb-Version", "")
+                text = await resp.text(errors="replace")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # every failure is classified below
+            raise classify_error(exc, self.target, action="ping") from None
+        raise classify_status(
+            resp.status, _v1_message(text), self.target, action="ping"
+        )
+
     async def ping(self) -> str:
         """GET /ping; returns the server's version header (may be empty)."""
         await self.open()
+        if self.target.api == "v1":
+            return await self._ping_v1()
         assert self._client is not None  # noqa: S101 - set by open()
         try:
             version = str(await self._client.version() or "")
@@ -233,7 +338,13 @@ def classify_error(
     """
     where = target.describe()
     if isinstance(exc, ApiException) and exc.status:
-        return _classify_status(exc, target, action)
+        return classify_status(
+            int(exc.status),
+            _server_message(exc),
+            target,
+            action=action,
+            retry_after_s=_retry_after_s(exc),
+        )
     if isinstance(exc, aiohttp.ClientConnectorDNSError) or _is_dns(exc):
         host = urllib.parse.urlsplit(target.url).hostname
         msg = f"cannot resolve host {host!r} of {target.safe_url}; check url"
@@ -273,10 +384,27 @@ def classify_error(
     return SinkUnavailable(msg, sink=SINK_NAME)
 
 
-def _classify_status(exc: ApiException, target: InfluxTarget, action: str) -> SinkError:
-    status = int(exc.status)
-    server = _server_message(exc)
+def classify_status(
+    status: int,
+    server: str,
+    target: InfluxTarget,
+    *,
+    action: str = "write",
+    retry_after_s: float | None = None,
+) -> SinkError:
+    """The :class:`SinkError` for an HTTP error ``status`` with ``server``'s message.
+
+    Never includes the token or password.
+    """
+    server = _clean(server)
     said = f"HTTP {status}: {server}" if server else f"HTTP {status}"
+    if status in {401, 403} and target.api == "v1":
+        msg = (
+            f"{target.safe_url} refused the credentials ({said}); check username and"
+            " password (or password_file) and that the user may write to database"
+            f" {target.database!r}"
+        )
+        return SinkAuthError(msg, sink=SINK_NAME)
     if status in {401, 403}:
         msg = (
             f"{target.safe_url} refused the credentials ({said}); check token or"
@@ -284,19 +412,31 @@ def _classify_status(exc: ApiException, target: InfluxTarget, action: str) -> Si
             f" to bucket {target.bucket!r}"
         )
         return SinkAuthError(msg, sink=SINK_NAME)
+    if target.api == "v1" and action == "write":
+        found = _v1_missing(status, server, target, said)
+        if found is not None:
+            return found
     if status == 404 and action == "ping":
         msg = (
             f"{target.safe_url}/ping answered {said}; url does not point at an"
             " InfluxDB server (check host, port and any path prefix)"
         )
         return SinkUnavailable(msg, sink=SINK_NAME)
+    if status == 404 and server == NO_ROUTE_BODY and target.api == "v1":
+        msg = (
+            f"{action} to {target.describe()} answered {said}; nothing at url takes"
+            " InfluxDB 1.x writes (/write): url does not point at InfluxDB 1.x or"
+            " 3.x (for 2.x set bucket, org and token)"
+        )
+        return InfluxNotFound(msg, server_message=server)
     if status == 404 and server == NO_ROUTE_BODY:
         # InfluxDB 2.x and 1.8+ say which bucket is missing, as JSON; a bare
         # "404 page not found" means nothing at that URL takes writes.
         msg = (
             f"{action} to {target.describe()} answered {said}; nothing at url takes"
             " InfluxDB 2.x writes (/api/v2/write): InfluxDB 1.x before 1.8 has no"
-            " such API, or url does not point at InfluxDB"
+            " such API (set database instead of bucket to write through its /write),"
+            " or url does not point at InfluxDB"
         )
         return InfluxNotFound(msg, server_message=server)
     if status == 404:
@@ -307,7 +447,7 @@ def _classify_status(exc: ApiException, target: InfluxTarget, action: str) -> Si
         return InfluxNotFound(msg, server_message=server)
     if status in {408, 429} or status >= 500:
         msg = f"{target.safe_url} is busy or failing ({said}); retrying later"
-        return InfluxBusy(msg, retry_after_s=_retry_after_s(exc))
+        return InfluxBusy(msg, retry_after_s=retry_after_s)
     return InfluxRejected(
         f"{target.describe()} refused the data ({said})",
         status=status,
@@ -315,22 +455,70 @@ def _classify_status(exc: ApiException, target: InfluxTarget, action: str) -> Si
     )
 
 
-def _server_message(exc: ApiException) -> str:
-    message: object = getattr(exc, "message", None) or exc.reason or ""
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    text = " ".join(str(message).split())
+def _v1_missing(
+    status: int, server: str, target: InfluxTarget, said: str
+) -> SinkError | None:
+    """A 1.x answer for a missing database or retention policy, else None."""
+    where = target.describe()
+    if status == 404 and server.startswith("database not found"):
+        msg = (
+            f"write to {where} answered {said}; create it with InfluxQL"
+            f" CREATE DATABASE {_ident(target.database)} (e.g. influx -execute),"
+            " or fix database"
+        )
+        return InfluxNotFound(msg, server_message=server)
+    if server.startswith("retention policy not found"):
+        # 1.x answers 500 for this; it is a setting to fix, not a busy server.
+        msg = (
+            f"write to {where} answered {said}; create it with InfluxQL CREATE"
+            f" RETENTION POLICY {_ident(target.retention_policy)} ON"
+            f" {_ident(target.database)} ..., or fix retention_policy"
+        )
+        return InfluxNotFound(msg, server_message=server)
+    return None
+
+
+def _ident(name: str) -> str:
+    """An InfluxQL identifier, double-quoted."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _v1_message(body: str) -> str:
+    """The ``error`` of a 1.x JSON error body, or the body itself."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(decoded, dict) and isinstance(decoded.get("error"), str):
+        return str(decoded["error"])
+    return body
+
+
+def _clean(message: str) -> str:
+    text = " ".join(message.split())
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1] + "…"
     return text
 
 
+def _server_message(exc: ApiException) -> str:
+    message: object = getattr(exc, "message", None) or exc.reason or ""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return _clean(str(message))
+
+
 def _retry_after_s(exc: ApiException) -> float | None:
-    value = getattr(exc, "retry_after", None)
+    return _seconds(getattr(exc, "retry_after", None))
+
+
+def _seconds(value: object) -> float | None:
+    """A Retry-After value in seconds, or None if absent or not a number."""
     if value is None:
         return None
     try:
-        seconds = float(value)
+        seconds = float(str(value))
     except (TypeError, ValueError):
         return None
     return seconds if seconds >= 0 else None

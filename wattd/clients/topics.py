@@ -22,6 +22,9 @@ class Topics:
     node_id: str
     discovery_prefix: str
     ha_status: str
+    node_in_state: bool = False
+    """Meter topics under the node (``mqtt.topic_layout: node``), so the nodes
+    of a fleet can share one broker without two ``desk_lamp`` colliding."""
 
     @classmethod
     def from_config(cls, mqtt: MqttConfig) -> Topics:
@@ -31,6 +34,7 @@ class Topics:
             node_id=mqtt.node_id,
             discovery_prefix=mqtt.discovery.prefix,
             ha_status=mqtt.discovery.status_topic,
+            node_in_state=mqtt.topic_layout == "node",
         )
 
     @property
@@ -48,13 +52,19 @@ class Topics:
         """Scratch area for ``wattd mqtt-test``."""
         return f"{self.base}/{self.node_id}/mqtt-test"
 
+    def meter(self, sensor_slug: str) -> str:
+        """Where one meter's topics start: ``<base>[/<node>]/<meter>``."""
+        if self.node_in_state:
+            return f"{self.base}/{self.node_id}/{sensor_slug}"
+        return f"{self.base}/{sensor_slug}"
+
     def state(self, sensor_slug: str) -> str:
         """JSON state of one meter."""
-        return f"{self.base}/{sensor_slug}/state"
+        return f"{self.meter(sensor_slug)}/state"
 
     def field(self, sensor_slug: str, key: str) -> str:
         """Plain-number topic of one state field."""
-        return f"{self.base}/{sensor_slug}/{key}"
+        return f"{self.meter(sensor_slug)}/{key}"
 
     def discovery(self, component: str, object_id: str) -> str:
         """Config topic of one discovered entity."""

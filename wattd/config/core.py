@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from wattd.config.base import AdcChannel, Address, _Model
+from wattd.config.redact import shown
 from wattd.core.calibration import (
     DEFAULT_COUNTS_PER_AMP,
     DEFAULT_CURRENT_ZERO,
     Calibration,
 )
+
+FLEET_NAME_CHARS: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+"""A sensor ``id`` or the ``site``: safe as a tag value, a topic level and a path."""
+
+
+def check_fleet_name(value: str, what: str) -> str:
+    """``value`` if it is a valid ``id``/``site``, else a ValueError naming it."""
+    if not FLEET_NAME_CHARS.fullmatch(value):
+        msg = f"{what} {shown(value)} must be 1-64 letters, digits, '_', '.' or '-'"
+        raise ValueError(msg)
+    return value
 
 
 class MainsConfig(_Model):
@@ -26,6 +39,8 @@ class SensorConfig(_Model):
     """One meter: its radio address, calibration and metadata."""
 
     address: Address
+    id: str | None = None
+    """Fleet-unique asset tag; the meter's identity on every host it moves to."""
     name: str | None = Field(default=None, min_length=1, max_length=64)
     current_zero: float = Field(default=DEFAULT_CURRENT_ZERO, ge=0, le=1023)
     counts_per_amp: float = Field(default=DEFAULT_COUNTS_PER_AMP, gt=0, le=1023)
@@ -45,6 +60,11 @@ class SensorConfig(_Model):
     location: str | None = None
     tariff: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_fleet_name(value, "id")
 
     @model_validator(mode="after")
     def _check_channels(self) -> Self:
@@ -96,7 +116,12 @@ class SensorConfig(_Model):
         )
 
     def metadata(self) -> dict[str, str]:
-        """Labels for sinks: rack, customer, location and free-form labels."""
+        """Labels for sinks: rack, customer, location, free-form labels and ``id``.
+
+        The ``id`` rides in the labels every reading of the sensor shares, so
+        it reaches each sink without a field per reading; set, it wins over a
+        free-form label of that name.
+        """
         out = {
             k: v
             for k, v in (
@@ -107,6 +132,8 @@ class SensorConfig(_Model):
             if v
         }
         out.update(self.labels)
+        if self.id:
+            out["id"] = self.id
         return out
 
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Final, Self
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from wattd.config.base import _known, _Model
+from wattd.config.base import _known, _Model, _slug
 from wattd.config.core import (
     EnergyConfig,
     LoggingConfig,
@@ -19,8 +27,10 @@ from wattd.config.core import (
     PortConfig,
     SensorConfig,
     StoreConfig,
+    check_fleet_name,
 )
 from wattd.config.cost import LocationConfig, SummaryConfig, SummaryName, TariffsConfig
+from wattd.config.redact import shown
 from wattd.config.sinks import InfluxConfig, MqttConfig, SpoolConfig, WebConfig
 
 MAX_PORTS: Final = 64
@@ -55,9 +65,18 @@ SensorMeta = tuple[str, Mapping[str, str]]
 """A sensor's display name and its labels (see :meth:`Config.sensor_meta`)."""
 
 
+def _host_node() -> str:
+    # The same slug mqtt.node_id has always defaulted to.
+    return _slug(socket.gethostname())
+
+
 class Config(_Model):
     """Everything wattd reads from its YAML file."""
 
+    node: str = Field(default_factory=_host_node)
+    """This host in the fleet; default ``mqtt.node_id`` if set, else the host name."""
+    site: str | None = None
+    """The site (hall, building) this host belongs to; tags every reading."""
     mains: MainsConfig = Field(default_factory=MainsConfig)
     ports: Annotated[list[PortConfig], _at_most(MAX_PORTS, "ports")] = Field(
         default_factory=list
@@ -78,6 +97,37 @@ class Config(_Model):
     locations: dict[str, LocationConfig] = Field(default_factory=dict)
     summaries: dict[SummaryName, SummaryConfig] = Field(default_factory=dict)
 
+    @field_validator("node")
+    @classmethod
+    def _valid_node(cls, value: str) -> str:
+        # It becomes mqtt.node_id, where Home Assistant allows only these.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            msg = f"node {shown(value)} must be 1-64 letters, digits, '_' or '-'"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("site")
+    @classmethod
+    def _valid_site(cls, value: str | None) -> str | None:
+        return None if value is None else check_fleet_name(value, "site")
+
+    @model_validator(mode="after")
+    def _fill_node_ids(self) -> Self:
+        # The sections are frozen and validated already; the values given to
+        # them here passed the node check above, which is stricter.
+        if "node" not in self.model_fields_set and "node_id" in (
+            self.mqtt.model_fields_set
+        ):
+            # A file from before `node:` existed named its host this way.
+            object.__setattr__(self, "node", self.mqtt.node_id)
+        if "node_id" not in self.mqtt.model_fields_set:
+            mqtt = self.mqtt.model_copy(update={"node_id": self.node})
+            object.__setattr__(self, "mqtt", mqtt)
+        if self.influxdb.node_id is None:
+            influx = self.influxdb.model_copy(update={"node_id": self.node})
+            object.__setattr__(self, "influxdb", influx)
+        return self
+
     @model_validator(mode="after")
     def _check_unique(self) -> Self:
         errors = _duplicate_errors(self)
@@ -91,6 +141,29 @@ class Config(_Model):
         if errors:
             raise ValidationError.from_exception_data("Config", errors)
         return self
+
+    @property
+    def fleet_identity(self) -> bool:
+        """Whether the file names any fleet identity.
+
+        True once it sets ``node``, ``site``, a sensor ``id`` or
+        ``mqtt.topic_layout: node``; only then do MQTT state documents carry
+        the identity, so an unchanged single-host config publishes what it
+        always has.
+        """
+        return (
+            "node" in self.model_fields_set
+            or self.site is not None
+            or self.mqtt.topic_layout == "node"
+            or any(s.id for s in self.sensors)
+        )
+
+    def meter_identity(self, address: int) -> str:
+        """A meter's fleet identity: its ``id``, else ``<node>/<address>``."""
+        for sensor in self.sensors:
+            if sensor.address == address and sensor.id:
+                return sensor.id
+        return f"{self.node}/{address}"
 
     def sensor_map(self) -> dict[int, SensorConfig]:
         """Sensors keyed by address."""
@@ -158,7 +231,7 @@ def _cost_reference_errors(config: Config) -> list[InitErrorDetails]:
 
 
 def _duplicate_errors(config: Config) -> list[InitErrorDetails]:
-    """Repeated sensor addresses/names and port devices, located at the repeat."""
+    """Repeated sensor addresses/names/ids and port devices, located at the repeat."""
     out: list[InitErrorDetails] = []
 
     def dup(loc: tuple[str | int, ...], what: str, first: int, value: object) -> None:
@@ -169,7 +242,18 @@ def _duplicate_errors(config: Config) -> list[InitErrorDetails]:
 
     addresses: dict[int, int] = {}
     names: dict[str, int] = {}
+    ids: dict[str, int] = {}
     for i, sensor in enumerate(config.sensors):
+        if sensor.id:
+            # Home Assistant ids spell '.' as '_', so those must differ too.
+            key = sensor.id.replace(".", "_")
+            first_id = ids.get(key)
+            if first_id is not None:
+                what = f"id {sensor.id!r}"
+                if config.sensors[first_id].id != sensor.id:
+                    what += " ('.' and '_' are one in Home Assistant ids)"
+                dup(("sensors", i, "id"), what, first_id, sensor.id)
+            ids.setdefault(key, i)
         if sensor.address in addresses:
             first = addresses[sensor.address]
             what = f"address {sensor.address}"

@@ -80,6 +80,9 @@ class MqttConfig(_Model):
     client_id: str | None = None
     base_topic: str = "wattd"
     node_id: str = Field(default_factory=lambda: _slug(socket.gethostname()))
+    """This host in topics and Home Assistant ids; default: the top-level ``node``."""
+    topic_layout: Literal["flat", "node"] = "flat"
+    """``node`` puts the node in state topics: ``<base>/<node>/<meter>/state``."""
     qos: Literal[0, 1, 2] = 1
     retain: bool = True
     per_field_topics: bool = False
@@ -121,10 +124,17 @@ class MqttConfig(_Model):
 
 
 class InfluxConfig(_Model):
-    """InfluxDB writes (2.x/3.x token form or 1.8+ compatibility form)."""
+    """InfluxDB writes: 2.x/3.x token form, or 1.x database form.
+
+    ``api`` picks the endpoint: ``v2`` is ``/api/v2/write`` (2.x, 3.x, Cloud,
+    VictoriaMetrics, and 1.8+ through its compatibility API), ``v1`` is 1.x's
+    native ``/write?db=`` (every 1.x release, and 3.x). ``auto`` is ``v1`` when
+    ``database`` is set and neither ``bucket`` nor ``org`` is, else ``v2``.
+    """
 
     enabled: bool = False
     url: str = "http://localhost:8086"
+    api: Literal["auto", "v1", "v2"] = "auto"
     org: str | None = None
     bucket: str | None = None
     token: Secret | None = None
@@ -168,7 +178,22 @@ class InfluxConfig(_Model):
         if not self.url.startswith(("http://", "https://")):
             msg = f"url {shown(self.url)} must start with http:// or https://"
             raise ValueError(msg)
+        if self.api == "v1" and self.bucket is not None:
+            msg = "api v1 writes to a database: set database instead of bucket"
+            raise ValueError(msg)
+        if self.api == "v1" and self.token is not None:
+            msg = "api v1 logs in with username and password, not token"
+            raise ValueError(msg)
         return self
+
+    @property
+    def write_api(self) -> Literal["v1", "v2"]:
+        """The endpoint ``api`` resolves to: ``v1`` (``/write``) or ``v2``."""
+        if self.api != "auto":
+            return self.api
+        if self.database is not None and self.bucket is None and self.org is None:
+            return "v1"
+        return "v2"
 
 
 class WebConfig(_Model):

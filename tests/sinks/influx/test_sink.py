@@ -434,12 +434,14 @@ async def test_interval_flushes_a_partial_batch_without_gzip(
 async def test_influxdb_1_8_form_sends_db_rp_and_user_password(
     tmp_path: Path, fake: FakeInflux
 ) -> None:
+    # api: v2 keeps a database on the 1.8+ compatibility API (/api/v2/write).
     config = make_config(
         tmp_path,
         fake.url,
         bucket=None,
         token=None,
         org=None,
+        api="v2",
         database="telemetry",
         retention_policy="one_year",
         username="writer",

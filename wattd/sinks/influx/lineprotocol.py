@@ -4,6 +4,10 @@ Layout (tag keys sorted, as InfluxDB prefers)::
 
     power,customer=acme,name=fridge,node=pi4,rack=r1,sensor=1 irms=1.2,pf=0.97,...
 
+A sensor with an ``id`` also gets an ``id`` tag (it is in the sensor's labels),
+and every point a ``site`` tag when the config sets ``site``; without them the
+lines are what they always were.
+
 Fields are always floats so a series never changes type; a field whose value is
 None or not finite is left out, and a reading with no field left gives no line.
 Escaping follows the line-protocol reference: commas and spaces in the
@@ -70,6 +74,8 @@ class PointEncoder:
 
     measurement: str = "power"
     node: str | None = None
+    site: str | None = None
+    """Set, it tags every point and wins over a free-form ``site`` label."""
     sensor_tags: Mapping[int, Mapping[str, str]] = dataclasses.field(
         default_factory=dict
     )
@@ -84,7 +90,8 @@ class PointEncoder:
         influx = config.influxdb
         return cls(
             measurement=influx.measurement,
-            node=influx.node_id or config.mqtt.node_id,
+            node=influx.node_id or config.node,
+            site=config.site,
             sensor_tags={
                 address: labels for address, (_, labels) in config.sensor_meta().items()
             },
@@ -145,4 +152,6 @@ class PointEncoder:
         merged["name"] = reading.name
         if self.node:
             merged["node"] = self.node
+        if self.site:
+            merged["site"] = self.site
         return sorted((k, v) for k, v in merged.items() if v)

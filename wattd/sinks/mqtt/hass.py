@@ -1,6 +1,6 @@
 """MQTT topic layout and Home Assistant discovery payloads (pure functions).
 
-The state JSON on ``<base>/<sensor>/state`` is the contract between the MQTT
+The state JSON on ``<base>[/<node>]/<sensor>/state`` is the contract between the MQTT
 sink and the ``value_template`` of every discovered entity, so both are built
 here. Each meter becomes one Home Assistant device routed ``via_device`` the
 wattd node; every entity gets its own retained config topic
@@ -27,7 +27,7 @@ from wattd.clients.topics import PAYLOAD_OFFLINE, PAYLOAD_ONLINE, Topics
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
-    from wattd.config import MqttConfig, SensorConfig
+    from wattd.config import Config, MqttConfig, SensorConfig
     from wattd.core.readings import Reading
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "expire_after_s",
     "field_payloads",
     "meter_device_id",
+    "meter_identities",
     "node_device_id",
     "sensor_slugs",
     "slug",
@@ -106,29 +107,63 @@ def node_device_id(node_id: str) -> str:
     return f"wattd_{node_id}"
 
 
-def meter_device_id(node_id: str, address: int) -> str:
-    """Device identifier of one meter: node plus radio address, never the name.
+def meter_device_id(node_id: str, address: int, asset_id: str | None = None) -> str:
+    """Device identifier of one meter: its ``id``, else node plus radio address.
 
-    Renaming a meter therefore keeps its Home Assistant device and history.
+    Never the name, so renaming a meter keeps its Home Assistant device and
+    history; with an ``id`` so does moving it to another coordinator. The
+    ``wattd-`` prefix cannot meet a node-based ``wattd_<node>_...`` id, and
+    ``.`` (allowed in an ``id``, not in a discovery topic) becomes ``_``.
     """
+    if asset_id:
+        return f"wattd-{asset_id.replace('.', '_')}"
     return f"wattd_{node_id}_{address:04x}"
+
+
+def meter_identities(
+    config: Config,
+) -> tuple[dict[int, Mapping[str, str]], Mapping[str, str]]:
+    """The identity fields of each configured meter's state JSON, and the rest's.
+
+    ``node``, plus ``site`` and the meter's ``id`` when set; nothing at all
+    unless the config names a fleet identity (:attr:`Config.fleet_identity`),
+    so an unchanged config publishes the documents it always has.
+    """
+    if not config.fleet_identity:
+        return {}, {}
+    shared = {"node": config.mqtt.node_id}
+    if config.site:
+        shared["site"] = config.site
+    own: dict[int, Mapping[str, str]] = {
+        s.address: {**shared, "id": s.id} for s in config.sensors if s.id
+    }
+    return own, shared
 
 
 # -- the state document ------------------------------------------------------
 
 
-def state_document(reading: Reading, *, frame_errors: int = 0) -> dict[str, Any]:
+def state_document(
+    reading: Reading,
+    *,
+    frame_errors: int = 0,
+    identity: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The JSON published on a meter's state topic.
 
     ``Reading.to_json_dict()`` plus ``kwh_total`` (Home Assistant's Energy
-    dashboard wants kWh) and ``frame_errors`` (corrupt frames attributed to this
-    meter since wattd started). ``time`` is the frame's arrival time, so a
-    backlog published after an outage still carries when it was measured.
+    dashboard wants kWh), ``frame_errors`` (corrupt frames attributed to this
+    meter since wattd started) and the ``identity`` fields (``node``, ``id``,
+    ``site``; see :func:`meter_identities`). ``time`` is the frame's arrival
+    time, so a backlog published after an outage still carries when it was
+    measured.
     """
     doc = reading.to_json_dict()
     wh = doc.get("wh_total")
     doc["kwh_total"] = None if wh is None else round(float(wh) / 1000.0, 9)
     doc["frame_errors"] = frame_errors
+    if identity:
+        doc.update(identity)
     return doc
 
 
@@ -329,7 +364,7 @@ def discovery_messages(
 
     slugs = sensor_slugs(sensors)
     for sensor in sensors:
-        dev_id = meter_device_id(mqtt.node_id, sensor.address)
+        dev_id = meter_device_id(mqtt.node_id, sensor.address, sensor.id)
         device: dict[str, Any] = {
             "identifiers": [dev_id],
             "name": sensor.display_name,

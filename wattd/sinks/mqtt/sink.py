@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Final
 
 from wattd.errors import SinkAuthError, SinkError, SinkUnavailable
 from wattd.sinks.base import Sink
-from wattd.sinks.mqtt.hass import state_document
+from wattd.sinks.mqtt.hass import meter_identities, state_document
 from wattd.sinks.mqtt.session import STREAM, BrokerSession, json_bytes
 from wattd.sinks.spooled import SpooledFrontEnd, SpoolRow
 from wattd.storage.spool import AsyncSpool
 
 if TYPE_CHECKING:
     import collections
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from wattd.config import Config
     from wattd.core.readings import Reading
@@ -52,6 +52,10 @@ class MqttSink(Sink):
     def __init__(self, config: Config, *, spool: AsyncSpool | None = None) -> None:
         self._config = config
         self._mqtt = config.mqtt
+        self._identities: tuple[dict[int, Mapping[str, str]], Mapping[str, str]] = (
+            meter_identities(config)
+        )
+        """Identity fields of the state JSON: per configured meter, and the rest's."""
         self._spool = spool
         self._own_spool = spool is None
         self._session = BrokerSession(
@@ -113,6 +117,7 @@ class MqttSink(Sink):
         self._front.set_interval(config.mqtt.aggregate_s)
         self._config = config
         self._mqtt = config.mqtt
+        self._identities = meter_identities(config)
         self._session.reconfigure(config)
 
     async def flush(self) -> None:
@@ -169,10 +174,17 @@ class MqttSink(Sink):
         if not readings:
             return []
         _, errors = self._frame_errors()
+        own, shared = self._identities
         return [
             (
                 r.time_ns,
-                json_bytes(state_document(r, frame_errors=errors.get(r.sensor, 0))),
+                json_bytes(
+                    state_document(
+                        r,
+                        frame_errors=errors.get(r.sensor, 0),
+                        identity=own.get(r.sensor, shared),
+                    )
+                ),
             )
             for r in readings
         ]
