@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING
 
 from tests.fixtures.cli import run_cli
+from tests.fixtures.services import VictoriaMetrics
 from tests.ops.test_backfill import (
     assert_each_reading_once,
     dedup_victoria,
     fill_store,
 )
+from wattd.config import load_config
+from wattd.sinks.influx.sink import InfluxSink
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
 
-    from tests.fixtures.services import VictoriaMetrics
+    from wattd.core.readings import Reading
 
 __all__ = ["dedup_victoria"]
 
@@ -99,3 +103,51 @@ def test_a_missing_store_is_one_line(
     assert rc == 1
     (line,) = err.strip().splitlines()
     assert "no store here yet" in line
+
+
+def test_points_a_full_spool_dropped_are_closed_by_backfill_gaps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = VictoriaMetrics(
+        tmp_path / "vm", extra_args=["-dedup.minScrapeInterval=1ms"]
+    )
+    path = write_config(tmp_path, server.url, "bf_gaps")
+    with path.open("a") as f:
+        f.write("spool: {max_items: 500}\n")
+    config = load_config(path)
+    readings = fill_store(config.store_path)
+
+    async def send(readings: list[Reading]) -> None:
+        sink = InfluxSink(config)
+        await sink.start()
+        for at in range(0, len(readings), 300):
+            await sink.write(readings[at : at + 300])
+        await sink.flush()
+        await sink.stop()
+
+    # The server is not running: the spool fills and drops the oldest points.
+    asyncio.run(send(readings))
+    rc, out, _ = run_cli(["spool", "status", "-c", str(path)], capsys)
+    assert rc == 0
+    assert "3 open gap(s)" in out
+    rc, out, _ = run_cli(
+        ["spool", "status", "-c", str(path), "--format", "json"], capsys
+    )
+    gaps = json.loads(out)["open_gaps"]
+    assert {g["meter"] for g in gaps} == {1, 2, 3}
+    assert sum(g["points"] for g in gaps) == len(readings) - 500
+    server.start()
+    try:
+        asyncio.run(send([]))  # the 500 still spooled go out
+        args = ["backfill", "--to", "influxdb", "--gaps", "-c", str(path)]
+        rc, _, err = run_cli(args, capsys)
+        assert rc == 0, err
+        assert "closed 3 of 3 gap(s)" in err
+        assert_each_reading_once(server, "bf_gaps", readings)
+        rc, out, _ = run_cli(["spool", "status", "-c", str(path)], capsys)
+        assert "open gap" not in out
+        rc, out, _ = run_cli(args, capsys)
+        assert rc == 0
+        assert "no open gaps" in out
+    finally:
+        server.stop()

@@ -78,6 +78,7 @@ def test_setup_receiver_prints_old_and_new_and_writes(
     assert "(unchanged)" not in shown["AP"]
     assert "Changed 3 of 10 settings, saved them (WR)" in out
     assert "set serial.api_mode to match" in out
+    assert "This coordinator uses PAN ID 3137. More than one coordinator" in out
     assert fx.set_commands() == {"IR": 0, "D0": 0, "AP": 2}
     assert (fx.saved["IR"], fx.saved["D0"], fx.saved["AP"]) == (0, 0, 2)
 

@@ -498,3 +498,43 @@ def test_an_estimated_zero_is_never_drift_corrected_on_top() -> None:
         assert Flag.ZERO_ESTIMATED in r.flags
         assert Flag.DRIFT_CORRECTED not in r.flags
         assert r.current_zero_counts == pytest.approx(488.0, abs=0.5)
+
+
+def _io_frame(address: int, rssi_dbm: int, current: list[int]) -> IoSampleFrame:
+    raw = encode_frame(
+        encode_rx16_io(
+            address=address, rssi_dbm=rssi_dbm, analog={0: [512] * 19, 4: current}
+        )
+    )
+    (ev,) = FrameDecoder(1).feed(raw)
+    assert isinstance(ev, IoSampleFrame)
+    return ev
+
+
+def test_one_frame_heard_by_two_coordinators_has_one_hash() -> None:
+    wave = [500 + (k * 37) % 50 for k in range(19)]
+    settings = pipeline_settings(parse_config("sensors:\n  - address: 1\n"))
+    # Two hosts, two pipelines: the frame differs only in what each receiver adds.
+    here = ReadingPipeline(settings).process(
+        _io_frame(1, -50, wave), time=T0, monotonic_s=0.0
+    )
+    there = ReadingPipeline(settings).process(
+        _io_frame(1, -83, wave), time=T0 + timedelta(milliseconds=40), monotonic_s=9.0
+    )
+    other_samples = ReadingPipeline(settings).process(
+        _io_frame(1, -50, [wave[0] + 1, *wave[1:]]), time=T0, monotonic_s=0.0
+    )
+    other_meter = ReadingPipeline(settings).process(
+        _io_frame(2, -50, wave), time=T0, monotonic_s=0.0
+    )
+    assert here is not None
+    assert there is not None
+    assert other_samples is not None
+    assert other_meter is not None
+    assert here.frame_hash is not None
+    assert here.frame_hash == there.frame_hash
+    assert other_samples.frame_hash != here.frame_hash
+    assert other_meter.frame_hash != here.frame_hash
+    # Below 2**53: a store that keeps fields as floats keeps the hash exactly.
+    assert 0 <= here.frame_hash < 2**53
+    assert float(here.frame_hash) == here.frame_hash

@@ -253,3 +253,29 @@ def test_a_fleet_report_keeps_equal_addresses_of_two_nodes_apart() -> None:
     assert by["sensor"] == pytest.approx({"n1/1": 0.1, "n2/1": 0.3})
     assert by["node"] == pytest.approx({"n1": 0.1, "n2": 0.3})
     assert by["customer"] == pytest.approx({"acme": 0.4})
+
+
+def test_a_meter_with_an_id_keeps_the_energy_of_its_copy() -> None:
+    from wattd.costing.fleet import DuplicateFinder, FleetMeter, SeriesHashes
+
+    tagged = (("id", "asset-9"), ("node", "z-node"), ("sensor", "4"))
+    plain = (("node", "a-node"), ("sensor", "4"))
+    other = (("node", "a-node"), ("sensor", "5"))
+    finder = DuplicateFinder()
+    finder.add(
+        [
+            SeriesHashes(labels=tagged, hashes={0: 11, 60: 12, 120: 13}),
+            # One minute later on a clock a little behind: still the same frames.
+            SeriesHashes(labels=plain, hashes={0: 11, 120: 12, 180: 99}),
+            SeriesHashes(labels=other, hashes={0: 21, 60: 22, 120: 23}),
+        ]
+    )
+    meters = {
+        m.key: m for m in (FleetMeter.from_labels(x) for x in (tagged, plain, other))
+    }
+    (dup,) = finder.duplicates(meters)
+    assert (dup.meter, dup.duplicate) == ("asset-9", "a-node/4")
+    assert dup.nodes == ("a-node", "z-node")
+    assert (dup.matched_minutes, dup.minutes) == (2, 3)
+    assert "asset-9" in dup.warning()
+    assert "a-node, z-node" in dup.warning()

@@ -693,3 +693,76 @@ def test_requeue_waits_for_another_connections_write_lock(tmp_path: Path) -> Non
     assert daemon.stats("influx").depth == 4
     assert daemon.stats("influx").dead_letters == 0
     daemon.close()
+
+
+# -- gaps: what was dropped or dead-lettered, per meter ----------------------------
+
+
+def meter_line(meter: int, time_ns: int) -> tuple[int, bytes]:
+    return time_ns, f"power,sensor={meter} watts=1.0 {time_ns}".encode()
+
+
+def meter_of(payload: bytes) -> int | None:
+    head = payload.split(b" ", 1)[0]
+    return int(head.split(b"sensor=")[1]) if b"sensor=" in head else None
+
+
+def test_a_drop_notes_each_meters_range_in_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    with Spool(path, max_items=4) as s:
+        s.track_gaps("influx", meter_of)
+        s.append("influx", [meter_line(1, 10), meter_line(2, 11), meter_line(1, 12)])
+        s.append("influx", [meter_line(2, 13), meter_line(1, 14), meter_line(2, 15)])
+        assert s.stats("influx").dropped == 2
+    with Spool(path, must_exist=True) as s:
+        gaps = s.open_gaps("influx")
+    assert [(g.meter, g.first_ns, g.last_ns, g.points, g.cause) for g in gaps] == [
+        (1, 10, 10, 1, "dropped"),
+        (2, 11, 11, 1, "dropped"),
+    ]
+
+
+def test_drops_of_one_outage_extend_one_gap_per_meter(spool: Spool) -> None:
+    spool.max_items = 2
+    spool.track_gaps("influx", meter_of)
+    for t in range(10):
+        spool.append("influx", [meter_line(7, t * 1_000_000_000)])
+    (gap,) = spool.open_gaps()
+    assert (gap.meter, gap.first_ns, gap.last_ns, gap.points) == (
+        7,
+        0,
+        7_000_000_000,
+        8,
+    )
+
+
+def test_an_untracked_stream_notes_nothing(spool: Spool) -> None:
+    spool.max_items = 1
+    spool.append("mqtt", [meter_line(1, 1), meter_line(1, 2)])
+    assert spool.stats("mqtt").dropped == 1
+    assert spool.open_gaps() == []
+
+
+def test_a_dead_letter_notes_its_range_and_a_closed_gap_is_gone(spool: Spool) -> None:
+    spool.track_gaps("influx", meter_of)
+    spool.append("influx", [meter_line(3, 50), (60, b"unreadable")])
+    spool.dead_letter("influx", spool.peek("influx", 10), "HTTP 400: bad")
+    gaps = spool.open_gaps("influx")
+    assert {(g.meter, g.first_ns, g.last_ns, g.cause) for g in gaps} == {
+        (3, 50, 50, "dead_letter"),
+        (None, 60, 60, "dead_letter"),
+    }
+    assert spool.close_gap(gaps[0])
+    assert not spool.close_gap(gaps[0])
+    assert spool.open_gaps() == gaps[1:]
+
+
+def test_a_gap_that_grew_after_it_was_read_stays_open(spool: Spool) -> None:
+    spool.max_items = 1
+    spool.track_gaps("influx", meter_of)
+    spool.append("influx", [meter_line(1, 1), meter_line(1, 2)])
+    (read,) = spool.open_gaps()
+    spool.append("influx", [meter_line(1, 3)])
+    assert not spool.close_gap(read)
+    (still,) = spool.open_gaps()
+    assert (still.first_ns, still.last_ns, still.points) == (1, 2, 2)

@@ -2,7 +2,9 @@
 
 The points are the InfluxDB sink's own (same measurement, tags, fields and
 timestamps), so sending one again is harmless. The store is only read, so this
-runs beside the daemon; the checkpoint goes in the state directory.
+runs beside the daemon; the checkpoint goes in the state directory. With
+``--gaps`` it sends only the ranges the daemon noted as undelivered in the
+spool, and closes them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from wattd.cli import EXIT_OK, EXIT_USAGE
+from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from wattd.cli._args import config_path, positive_int
 from wattd.cli._signals import on_stop_signals
 from wattd.cli.query import (
@@ -66,6 +68,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--until", metavar="T", help="range end (default: now)")
     parser.add_argument(
+        "--gaps",
+        action="store_true",
+        help=(
+            "send only the ranges the daemon could not deliver (points dropped"
+            " from a full spool or refused by the server, noted per meter in the"
+            " spool) and mark them closed once the server took them;"
+            " see wattd spool status"
+        ),
+    )
+    parser.add_argument(
         "--restart",
         action="store_true",
         help="forget the saved progress of this range and send it all again",
@@ -110,6 +122,12 @@ def backfill_command(args: argparse.Namespace) -> int:
                 " set the one the daemon writes to"
             )
             raise UsageError(msg)
+        if args.gaps and (args.from_ or args.until or args.sensor or args.restart):
+            msg = "--gaps sends the noted ranges; it takes no --from, --until,"
+            msg += " --sensor or --restart"
+            raise UsageError(msg)
+        if args.gaps:
+            return asyncio.run(_backfill_gaps(args, config, store_path))
         now = datetime.now(UTC)
         from_ns = to_ns(parse_time(args.from_, now=now)) if args.from_ else 0
         until_ns = to_ns(parse_time(args.until, now=now) if args.until else now)
@@ -171,6 +189,64 @@ async def _backfill(
         await writer.close()
     _summary(result, target.describe(), sys.stderr)
     return EXIT_STOPPED if stop.is_set() and not result.complete else EXIT_OK
+
+
+async def _backfill_gaps(
+    args: argparse.Namespace, config: Config, store_path: Path
+) -> int:
+    from wattd.clients.influx import InfluxTarget, InfluxWriter
+    from wattd.ops.backfill import DEFAULT_BATCH_POINTS, run_gap_backfill
+    from wattd.sinks.influx.lineprotocol import PointEncoder
+    from wattd.sinks.influx.sink import STREAM
+    from wattd.storage.spool import Spool
+
+    if not config.spool_path.exists():
+        print(f"backfill: no spool at {config.spool_path}, so no gaps to close")
+        return EXIT_OK
+    target = InfluxTarget.from_config(config.influxdb)
+    stop = asyncio.Event()
+    writer = InfluxWriter(target)
+    with Spool.for_config(config, must_exist=True) as spool:
+        gaps = spool.open_gaps(STREAM) if STREAM in spool.streams() else []
+        if not gaps:
+            print("backfill: no open gaps: every point was delivered or re-sent")
+            return EXIT_OK
+        try:
+            with on_stop_signals(stop.set):
+                result = await run_gap_backfill(
+                    gaps,
+                    destination=target.describe(),
+                    store_path=store_path,
+                    encoder=PointEncoder.from_config(config),
+                    writer=writer,
+                    checkpoint_path=args.checkpoint
+                    or config.state_dir / CHECKPOINT_NAME,
+                    close_gap=spool.close_gap,
+                    aggregate_s=config.influxdb.aggregate_s,
+                    batch_points=args.batch_size or DEFAULT_BATCH_POINTS,
+                    stop=stop,
+                )
+        finally:
+            await writer.close()
+    rate = result.points_sent / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    print(
+        f"backfill: closed {result.closed} of {len(gaps)} gap(s), sent"
+        f" {result.points_sent:,} points to {target.describe()} in"
+        f" {result.elapsed_s:.1f} s ({rate:,.0f} points/s)",
+        file=sys.stderr,
+    )
+    for error in result.errors:
+        print(f"backfill: {error}", file=sys.stderr)
+    if stop.is_set():
+        return EXIT_STOPPED
+    if result.still_open:
+        print(
+            f"backfill: {result.still_open} gap(s) stay open (refused again, or"
+            " they grew while being sent); run wattd backfill --gaps again",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 class _Progress:

@@ -10,7 +10,7 @@ sensor number, in decimal as in the config.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from wattd.cli import EXIT_OK
 from wattd.ops.radio import (
@@ -109,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     receiver = sub.add_parser(
         "setup-receiver",
         help="set up the USB receiver (MY=0, no sleep, API mode, IU=1)",
+        epilog=PAN_HINT,
     )
     common(receiver)
     network(receiver)
@@ -137,6 +138,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     meter.set_defaults(func=run_setup_meter)
 
 
+PAN_HINT: Final = (
+    "More than one coordinator in radio range? Give each its own PAN ID"
+    " (--pan-id here and for its meters' setup-meter): two coordinators on one"
+    " PAN both hear every meter in range, and both hosts report it."
+)
+
+
 def _open(args: argparse.Namespace) -> Radio:
     return open_radio(args.port, args.baud, timeout_s=args.timeout)
 
@@ -156,7 +164,9 @@ def run_setup_receiver(args: argparse.Namespace) -> int:
     target = receiver_settings(
         channel=args.channel, pan_id=args.pan_id, api_mode=args.api_mode
     )
-    return _setup(args, "receiver", target)
+    status = _setup(args, "receiver", target)
+    print(f"This coordinator uses PAN ID {args.pan_id:X}. {PAN_HINT}")
+    return status
 
 
 def run_setup_meter(args: argparse.Namespace) -> int:

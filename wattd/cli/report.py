@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from wattd.config import Config
     from wattd.costing.cost import EnergyInterval
+    from wattd.costing.fleet import Duplicate
     from wattd.costing.report.engine import Report
     from wattd.costing.tariff import TariffBook
 
@@ -191,7 +192,7 @@ def report_command(args: argparse.Namespace) -> int:
         start, end = period_range(
             args.period or "month", now, tz, previous=args.previous
         )
-    with _intervals(config, args, start, end) as (intervals, book):
+    with _intervals(config, args, start, end) as (intervals, book, duplicates):
         report = build_report(
             config,
             intervals,
@@ -203,7 +204,7 @@ def report_command(args: argparse.Namespace) -> int:
             now=now,
             book=book,
         )
-    text = _render(report, args.format, args.only)
+    text = _render(report, args.format, args.only, duplicates)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:
@@ -211,14 +212,28 @@ def report_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _render(report: Report, fmt: str, only: list[str]) -> str:
+def _render(
+    report: Report, fmt: str, only: list[str], duplicates: list[Duplicate] | None
+) -> str:
+    """The report in ``fmt``; a fleet report's JSON also lists its duplicates."""
+    import json
+
     from wattd.costing.report.html import render_html
-    from wattd.costing.report.text import render_csv, render_json, render_table
+    from wattd.costing.report.text import (
+        render_csv,
+        render_json,
+        render_table,
+        report_to_dict,
+    )
 
     if fmt == "csv":
         return render_csv(report)
     if fmt == "json":
-        return render_json(report)
+        if duplicates is None:
+            return render_json(report)
+        data = report_to_dict(report)
+        data["duplicates"] = [d.to_json_dict() for d in duplicates]
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
         return render_html(report, group=only[0] if len(only) == 1 else None)
     return render_table(report)
@@ -250,10 +265,13 @@ def _fleet_usage(args: argparse.Namespace) -> str | None:
 @contextlib.contextmanager
 def _intervals(
     config: Config, args: argparse.Namespace, start: datetime, end: datetime
-) -> Iterator[tuple[Iterable[EnergyInterval], TariffBook | None]]:
+) -> Iterator[
+    tuple[Iterable[EnergyInterval], TariffBook | None, list[Duplicate] | None]
+]:
     """The energy source, streamed: the store stays open while the report reads.
 
-    A central store comes with the book that knows its meters' groups.
+    A central store comes with the book that knows its meters' groups, and
+    the meters it found reported twice (by two coordinators).
     """
     from wattd.storage.intervals import intervals_from_jsonl, intervals_from_store
 
@@ -261,33 +279,36 @@ def _intervals(
         yield _fleet_intervals(config, args, start, end)
         return
     if args.readings is not None:
-        yield intervals_from_jsonl(args.readings), None
+        yield intervals_from_jsonl(args.readings), None, None
         return
     from wattd.storage.store import Store
 
     store = Store.open(config.store_path, readonly=True)
     try:
-        yield intervals_from_store(store, start, end), None
+        yield intervals_from_store(store, start, end), None, None
     finally:
         store.close()
 
 
 def _fleet_intervals(
     config: Config, args: argparse.Namespace, start: datetime, end: datetime
-) -> tuple[Iterable[EnergyInterval], TariffBook]:
+) -> tuple[Iterable[EnergyInterval], TariffBook, list[Duplicate]]:
     """Every host's meters from the central store, read a day at a time.
 
-    The meters (and the tags of each one's latest point) and the points just
-    before the range are read first; the minutes follow as the report asks.
+    The meters (and the tags of each one's latest point), the frame hashes
+    (to find meters heard by two coordinators) and the points just before
+    the range are read first; the minutes follow as the report asks.
     """
     from wattd.clients.tsdb import open_reader
     from wattd.costing.fleet import (
         BASELINE_S,
+        DuplicateFinder,
         FleetBook,
         fleet_meters,
         intervals_from_minutes,
         minute_bounds,
         minute_spans,
+        without_duplicates,
     )
 
     source: Source = args.source
@@ -311,10 +332,20 @@ def _fleet_intervals(
             source.url,
             config.influxdb.measurement,
         )
-    baseline = reader.last_points(first_s - BASELINE_S, first_s)
     spans = minute_spans(first_s, last_s, len(meters))
+    finder = DuplicateFinder()
+    for a, b in spans:
+        finder.add(reader.frame_hashes(a, b))
+    duplicates = finder.duplicates(meters)
+    for duplicate in duplicates:
+        log.warning("%s", duplicate.warning())
+        meters.pop(duplicate.duplicate, None)
+    baseline = reader.last_points(first_s - BASELINE_S, first_s)
     minutes = (reader.minutes(a, b) for a, b in spans)
-    return intervals_from_minutes(baseline, minutes), FleetBook(config, meters)
+    intervals = without_duplicates(
+        intervals_from_minutes(baseline, minutes), duplicates
+    )
+    return intervals, FleetBook(config, meters), duplicates
 
 
 def _password(args: argparse.Namespace) -> str:

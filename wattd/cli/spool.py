@@ -24,11 +24,12 @@ from wattd.cli.query import UsageError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from wattd.storage.spool import DeadLetter, Spool, StreamStats
+    from wattd.storage.spool import DeadLetter, Gap, Spool, StreamStats
 
 __all__ = ["register"]
 
 DEFAULT_LIMIT: Final = 100
+GAP_COLUMNS: Final = ("stream", "meter", "first", "last", "points", "cause")
 STATUS_COLUMNS: Final[tuple[str, ...]] = (
     "stream",
     "depth",
@@ -181,11 +182,15 @@ def _with_spool(
         SpoolError: the spool file is missing, unreadable, damaged or locked.
     """
     from wattd.config import load_config
+    from wattd.sinks.influx.sink import STREAM, sensor_of_line
     from wattd.storage.spool import Spool
 
     config = load_config(config_path(args))
     try:
         with Spool.for_config(config, must_exist=True) as spool:
+            if STREAM in spool.streams():
+                # A requeue may drop InfluxDB points to make room: note them too.
+                spool.track_gaps(STREAM, sensor_of_line)
             stream: str | None = getattr(args, "stream", None)
             if stream is not None and stream not in spool.streams():
                 known = ", ".join(spool.streams()) or "none yet"
@@ -199,6 +204,7 @@ def _with_spool(
 
 def _status(args: argparse.Namespace, spool: Spool) -> int:
     stats = spool.all_stats()
+    gaps = spool.open_gaps()
     now_ns = time.time_ns()
     if args.format == "json":
         doc = {
@@ -206,6 +212,7 @@ def _status(args: argparse.Namespace, spool: Spool) -> int:
             "max_items": spool.max_items,
             "max_bytes": spool.max_bytes,
             "streams": {name: _stats_json(s, now_ns) for name, s in stats.items()},
+            "open_gaps": [_gap_json(g) for g in gaps],
         }
         print(json.dumps(doc, indent=2))
         return EXIT_OK
@@ -234,7 +241,36 @@ def _status(args: argparse.Namespace, spool: Spool) -> int:
     ]
     print()
     _write_table(STATUS_COLUMNS, rows, sys.stdout, left={0})
+    if gaps:
+        print(
+            f"\n{len(gaps)} open gap(s): points that never reached the server;"
+            " wattd backfill --to influxdb --gaps re-sends them from the store"
+        )
+        gap_rows = [
+            [
+                g.stream,
+                "all" if g.meter is None else str(g.meter),
+                _local(g.first_ns),
+                _local(g.last_ns),
+                str(g.points),
+                g.cause,
+            ]
+            for g in gaps
+        ]
+        _write_table(GAP_COLUMNS, gap_rows, sys.stdout, left={0, 2, 3, 5})
     return EXIT_OK
+
+
+def _gap_json(g: Gap) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "stream": g.stream,
+        "meter": g.meter,
+        "first_time": _iso(g.first_ns),
+        "last_time": _iso(g.last_ns),
+        "points": g.points,
+        "cause": g.cause,
+    }
 
 
 def _stats_json(s: StreamStats, now_ns: int) -> dict[str, Any]:

@@ -8,12 +8,14 @@ return the plain rows of :mod:`wattd.costing.fleet`.
   keeps field ``wh_total`` of measurement ``power`` as the series
   ``power_wh_total``, with the tags as labels. ``first_over_time``,
   ``last_over_time``, ``max_over_time`` and ``count_over_time`` over 60 s
-  windows at a 60 s step give exact minute figures. Each window ends 1 ms
+  windows at a 60 s step give exact minute figures; ``last_over_time`` of
+  ``power_frame_hash`` gives each minute's last frame hash. Each window ends 1 ms
   before its minute does, so with the store's millisecond timestamps it is
   the minute ``[m, m + 60 s)``, as InfluxDB groups it.
 * :class:`InfluxQLReader` uses InfluxDB 1.x's ``/query`` (which InfluxDB 3
   keeps): one ``SELECT first(), last(), max(), count() ... GROUP BY time(1m), *``
-  per span, in chunked answers so the server's row limit never cuts it short.
+  per span, in chunked answers so the server's row limit never cuts it short;
+  ``last("frame_hash")`` per minute in a query of its own.
 
 The HTTP is the standard library's: one POST per query, HTTP basic auth when a
 user is given, and no proxy from the environment (a proxy set for downloads
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from wattd.costing.fleet import (
     MINUTE_S,
     MinuteTotals,
+    SeriesHashes,
     SeriesLabels,
     SeriesMinutes,
     SeriesPoint,
@@ -78,6 +81,10 @@ class TsdbReader(Protocol):
         """Every series' minutes with data within ``[start_s, end_s)``."""
         ...
 
+    def frame_hashes(self, start_s: int, end_s: int) -> list[SeriesHashes]:
+        """Every series' last frame hash per minute within ``[start_s, end_s)``."""
+        ...
+
 
 def open_reader(
     kind: str,
@@ -112,6 +119,7 @@ class VictoriaMetricsReader:
         self._http = http
         self._wh = _selector(f"{measurement}_wh_total")
         self._watts = _selector(f"{measurement}_watts")
+        self._hash = _selector(f"{measurement}_frame_hash")
 
     def last_points(self, start_s: int, end_s: int) -> list[SeriesPoint]:
         """The last energy point of every series within ``[start_s, end_s)``."""
@@ -157,6 +165,17 @@ class VictoriaMetricsReader:
             ]
             out.append(SeriesMinutes(labels=labels, minutes=rows))
         return out
+
+    def frame_hashes(self, start_s: int, end_s: int) -> list[SeriesHashes]:
+        """Every series' last frame hash per minute within ``[start_s, end_s)``."""
+        query = f"last_over_time({self._hash}[{MINUTE_S}s])"
+        return [
+            SeriesHashes(
+                labels=labels,
+                hashes={minute: int(value) for minute, value in values.items()},
+            )
+            for labels, values in self._range(query, start_s, end_s).items()
+        ]
 
     def _instant(self, query: str, at: str) -> dict[SeriesLabels, float]:
         data = self._http.post_json("/api/v1/query", {"query": query, "time": at})
@@ -254,6 +273,25 @@ class InfluxQLReader:
                     )
                 )
             out.append(SeriesMinutes(labels=labels, minutes=minutes))
+        return out
+
+    def frame_hashes(self, start_s: int, end_s: int) -> list[SeriesHashes]:
+        """Every series' last frame hash per minute within ``[start_s, end_s)``."""
+        query = _select(
+            'last("frame_hash") AS "hash"',
+            self._from,
+            start_s,
+            end_s,
+            "time(1m), * fill(none)",
+        )
+        out = []
+        for labels, rows in self._series(query).items():
+            hashes = {
+                row["time"] // 1000: int(value)
+                for row in rows
+                if (value := _number(row.get("hash"))) is not None
+            }
+            out.append(SeriesHashes(labels=labels, hashes=hashes))
         return out
 
     def _series(self, query: str) -> dict[SeriesLabels, list[dict[str, Any]]]:

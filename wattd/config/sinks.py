@@ -153,6 +153,9 @@ class InfluxConfig(_Model):
     flush_interval_s: float = Field(default=1.0, gt=0, le=300)
     aggregate_s: float = Field(default=0.0, ge=0, le=3600)
     """Write one mean point per meter per this many seconds (0: every reading)."""
+    frame_hash: bool = False
+    """Add an integer ``frame_hash`` field (the hash of the frame's samples), so
+    fleet reports can count a meter heard by two coordinators once."""
     max_backoff_s: float = Field(default=60.0, ge=1, le=3600)
     """Longest wait between retries while the server is down."""
     gzip: bool = True

@@ -12,6 +12,8 @@ own.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import struct
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -34,6 +36,27 @@ time-series stores (VictoriaMetrics keeps ms). Real frames are ~2 s apart."""
 SAME_READ: Final = timedelta(seconds=1)
 """A sensor's reading no more than this before its previous one is taken as
 read in the same chunk; an earlier one means the wall clock was set back."""
+
+
+FRAME_HASH_BITS: Final = 53
+"""Frame hashes stay below 2**53, so a store that keeps fields as floats keeps
+them exactly."""
+
+
+def frame_hash(frame: IoSampleFrame) -> int:
+    """A short hash of what the meter sent: its address and its sample sets.
+
+    RSSI and receive options are left out: they differ between coordinators
+    that hear one transmission, and the hash must not.
+    """
+    values = [frame.sensor_id, frame.digital_mask, len(frame.analog_channels)]
+    for channel in frame.analog_channels:
+        values.append(channel)
+        values.extend(frame.channel(channel))
+    values.extend(frame.digital or ())
+    packed = struct.pack(f">{len(values)}Q", *values)
+    digest = hashlib.blake2b(packed, digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> (64 - FRAME_HASH_BITS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,6 +290,7 @@ class ReadingPipeline:
             ),
             port=port,
             labels=settings.labels,
+            frame_hash=frame_hash(frame),
         )
 
     def reconfigure(self, settings: PipelineSettings) -> None:

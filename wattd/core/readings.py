@@ -80,6 +80,9 @@ class Reading:
     """What the current power costs per hour at the current band (PUE included)."""
     cost_today: float | None = None
     """Cost of the sensor's energy since local midnight in its tariff's timezone."""
+    frame_hash: int | None = None
+    """Hash of the frame's samples and sender (:func:`~wattd.core.pipeline.frame_hash`):
+    equal on every coordinator that heard the same transmission."""
 
     @property
     def time_ns(self) -> int:

@@ -27,6 +27,14 @@ which tariff it pays, and how minute figures of its energy counter become
   series' last point before the range (:data:`BASELINE_S`) is where its first
   minute starts from, so energy that crosses the range's start is shared out
   by time like any other interval's.
+* **One meter, two coordinators.** Two coordinators on one channel and PAN ID
+  both hear every frame of a meter in range, and both nodes write its energy.
+  Points written with ``influxdb.frame_hash`` carry a hash of their frame's
+  samples; per series and minute the store gives the last one. Two meters
+  whose hashes match (in the same or a neighbouring minute, for clocks a
+  little apart) in more than half of either's minutes are one meter
+  (:class:`DuplicateFinder`): the one with an ``id``, else the lexically
+  first node, keeps its energy, and the other's is left out.
 """
 
 from __future__ import annotations
@@ -46,10 +54,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BASELINE_S",
+    "DUPLICATE_SHARE",
     "MINUTE_S",
+    "Duplicate",
+    "DuplicateFinder",
     "FleetBook",
     "FleetMeter",
     "MinuteTotals",
+    "SeriesHashes",
     "SeriesLabels",
     "SeriesMinutes",
     "SeriesPoint",
@@ -60,6 +72,7 @@ __all__ = [
     "minute_bounds",
     "minute_spans",
     "series_labels",
+    "without_duplicates",
 ]
 
 MINUTE_S: Final = 60
@@ -69,6 +82,9 @@ daemon integrates no silence longer than ``energy.max_gap_s`` (an hour at
 most), so the counter of a meter silent for longer did not move meanwhile."""
 MINUTES_PER_HOUR: Final = 60
 MINUTES_PER_DAY: Final = 1440
+DUPLICATE_SHARE: Final = 0.5
+"""Two meters are one when more than this share of one's minutes with a frame
+hash match the other's hashes."""
 ROWS_PER_SPAN: Final = 200_000
 """Minute rows read from the store at once (a day of about 140 meters): what
 bounds a fleet report's memory, whatever the number of meters."""
@@ -167,6 +183,8 @@ class FleetMeter:
 
     key: str
     """The fleet identity (:func:`meter_identity`)."""
+    asset: str | None = None
+    """The ``id`` tag, if the meter has one."""
     node: str | None = None
     address: str | None = None
     name: str | None = None
@@ -180,6 +198,7 @@ class FleetMeter:
         tags = dict(labels)
         return cls(
             key=meter_identity(tags),
+            asset=tags.get("id") or None,
             node=tags.get("node"),
             address=tags.get("sensor"),
             name=tags.get("name"),
@@ -372,3 +391,153 @@ def _series_intervals(
         last[series.labels] = previous
     if pending is not None:
         held[series.labels] = pending
+
+
+# -- one meter heard by two coordinators ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SeriesHashes:
+    """The last frame hash of one series per minute with one."""
+
+    labels: SeriesLabels
+    hashes: Mapping[int, int]
+    """Minute start (epoch seconds) to the hash of its last frame."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Duplicate:
+    """A meter whose frames another fleet identity also reported."""
+
+    meter: str
+    """The identity that keeps the energy."""
+    duplicate: str
+    """The identity whose energy is left out: the same frames."""
+    nodes: tuple[str, ...]
+    """The nodes of both, sorted."""
+    matched_minutes: int
+    """Minutes of ``duplicate`` with a hash that ``meter`` also has."""
+    minutes: int
+    """Minutes of ``duplicate`` with a frame hash."""
+
+    def warning(self) -> str:
+        """One line for the operator."""
+        share = 100 * self.matched_minutes / max(1, self.minutes)
+        return (
+            f"meter {self.meter} is also reported as {self.duplicate} (nodes"
+            f" {', '.join(self.nodes)}: the same frames in {share:.0f} % of its"
+            f" minutes); its energy is counted once, as {self.meter}. Give the"
+            " coordinators distinct PAN IDs (wattd radio setup-receiver --pan-id)"
+        )
+
+    def to_json_dict(self) -> dict[str, object]:
+        """JSON-ready form, for the report's ``duplicates`` list."""
+        return {
+            "meter": self.meter,
+            "duplicate": self.duplicate,
+            "nodes": list(self.nodes),
+            "matched_minutes": self.matched_minutes,
+            "minutes": self.minutes,
+        }
+
+
+class DuplicateFinder:
+    """Finds fleet identities that report the same frames, span by span.
+
+    Only counts are kept between spans: per identity, its minutes with a
+    hash, and per pair, the minutes of one whose hash the other also has.
+    """
+
+    def __init__(self) -> None:
+        self._minutes: dict[str, int] = {}
+        self._matched: dict[tuple[str, str], int] = {}
+
+    def add(self, span: Iterable[SeriesHashes]) -> None:
+        """Take in the hashes of one span of minutes."""
+        by_key: dict[str, dict[int, int]] = {}
+        for series in span:
+            key = meter_identity(dict(series.labels))
+            by_key.setdefault(key, {}).update(series.hashes)
+        heard: dict[int, set[tuple[str, int]]] = {}
+        for key, hashes in by_key.items():
+            self._minutes[key] = self._minutes.get(key, 0) + len(hashes)
+            for minute, value in hashes.items():
+                heard.setdefault(value, set()).add((key, minute))
+        for key, hashes in by_key.items():
+            for minute, value in hashes.items():
+                # A frame near a minute's edge may land on either side of it
+                # on two hosts whose clocks differ a little.
+                others = {
+                    other
+                    for other, at in heard[value]
+                    if other != key and abs(at - minute) <= MINUTE_S
+                }
+                for other in others:
+                    pair = (key, other)
+                    self._matched[pair] = self._matched.get(pair, 0) + 1
+
+    def duplicates(self, meters: Mapping[str, FleetMeter]) -> list[Duplicate]:
+        """The identities to leave out, each with the one that keeps the energy."""
+        parent: dict[str, str] = {}
+
+        def root(key: str) -> str:
+            while parent.get(key, key) != key:
+                key = parent[key]
+            return key
+
+        for (a, b), matched in sorted(self._matched.items()):
+            if matched > DUPLICATE_SHARE * self._minutes.get(a, 0):
+                ra, rb = root(a), root(b)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+        groups: dict[str, list[str]] = {}
+        for key in parent:
+            groups.setdefault(root(key), []).append(key)
+        for top, members in groups.items():
+            if top not in members:
+                members.append(top)
+        out = []
+        for members in groups.values():
+            ranked = sorted(members, key=lambda k: _keep_rank(k, meters))
+            kept = ranked[0]
+            for other in ranked[1:]:
+                nodes = {
+                    node
+                    for k in (kept, other)
+                    if (node := _node(k, meters)) is not None
+                }
+                out.append(
+                    Duplicate(
+                        meter=kept,
+                        duplicate=other,
+                        nodes=tuple(sorted(nodes)),
+                        matched_minutes=self._matched.get((other, kept), 0),
+                        minutes=self._minutes.get(other, 0),
+                    )
+                )
+        return sorted(out, key=lambda d: (d.meter, d.duplicate))
+
+
+def _keep_rank(key: str, meters: Mapping[str, FleetMeter]) -> tuple[bool, str, str]:
+    """Meters with an ``id`` first, then by node, then by identity."""
+    meter = meters.get(key)
+    has_id = meter is not None and meter.asset is not None
+    return (not has_id, _node(key, meters) or "", key)
+
+
+def _node(key: str, meters: Mapping[str, FleetMeter]) -> str | None:
+    meter = meters.get(key)
+    return meter.node if meter is not None else None
+
+
+def without_duplicates(
+    intervals: Iterable[EnergyInterval], duplicates: Iterable[Duplicate]
+) -> Iterator[EnergyInterval]:
+    """``intervals`` minus those of the identities left out as duplicates."""
+    left_out = {d.duplicate for d in duplicates}
+    if not left_out:
+        yield from intervals
+        return
+    for interval in intervals:
+        if interval.sensor not in left_out:
+            yield interval

@@ -14,6 +14,10 @@ sensor's last point the server acknowledged. It is replaced atomically after
 every batch, so an interrupted run continues where the server last said yes.
 A batch never ends between two readings of one sensor with the same time, so
 resuming after that time skips nothing.
+
+:func:`run_gap_backfill` sends just the ranges the daemon could not deliver
+(the spool's open gaps: dropped or dead-lettered points, per meter) and closes
+each once the server has taken all of it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from wattd.clients.influx import InfluxBusy
+from wattd.clients.influx import InfluxBusy, InfluxRejected
 from wattd.core.aggregate import ReadingAggregator
 from wattd.core.readings import Reading
 from wattd.errors import WattdError
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from wattd.clients.influx import InfluxWriter
+    from wattd.storage.spool import Gap
     from wattd.storage.store import StoredReading
 
 __all__ = [
@@ -50,8 +55,11 @@ __all__ = [
     "BackfillProgress",
     "BackfillResult",
     "Checkpoint",
+    "GapBackfillResult",
     "LineEncoder",
+    "gap_job",
     "run_backfill",
+    "run_gap_backfill",
     "stored_to_reading",
 ]
 
@@ -185,6 +193,15 @@ class Checkpoint:
                 set_aside(path, time.time_ns())
             return {}
         return doc
+
+    def forget(self) -> None:
+        """Remove this entry from the file (its range is done for good)."""
+        doc = self._read(self.path)
+        ranges = doc.get("ranges", {})
+        if ranges.pop(self.key, None) is None:
+            return
+        body = {"format": CHECKPOINT_FORMAT, "ranges": ranges}
+        atomic_write(self.path, json.dumps(body, indent=1).encode() + b"\n")
 
     def save(self) -> None:
         """Write this entry into the file atomically, keeping the other ranges."""
@@ -402,3 +419,107 @@ async def _send(writer: InfluxWriter, body: bytes) -> None:
             await asyncio.sleep(max(wait_s, exc.retry_after_s or 0.0))
         else:
             return
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class GapBackfillResult:
+    """How a run over the open gaps ended."""
+
+    closed: int
+    still_open: int
+    """Gaps not closed: refused again, grown meanwhile, or not reached."""
+    points_sent: int
+    elapsed_s: float
+    errors: tuple[str, ...] = ()
+    """One line per gap the server refused again."""
+
+
+def gap_job(
+    gap: Gap,
+    *,
+    destination: str,
+    aggregate_s: float = 0.0,
+    batch_points: int = DEFAULT_BATCH_POINTS,
+) -> BackfillJob:
+    """The backfill of one gap: its meter, over the whole of its range.
+
+    With ``aggregate_s`` a gap's times are those of interval means (each the
+    last reading of its interval), so the range covers their whole intervals.
+    """
+    step = round(aggregate_s * 1e9)
+    if step:
+        from_ns = floor_ns(gap.first_ns, step)
+        until_ns = floor_ns(gap.last_ns, step) + step
+    else:
+        from_ns, until_ns = gap.first_ns, gap.last_ns + 1
+    return BackfillJob(
+        destination=destination,
+        from_ns=from_ns,
+        until_ns=until_ns,
+        sensors=None if gap.meter is None else [gap.meter],
+        aggregate_s=aggregate_s,
+        batch_points=batch_points,
+    )
+
+
+async def run_gap_backfill(
+    gaps: Sequence[Gap],
+    *,
+    destination: str,
+    store_path: Path,
+    encoder: LineEncoder,
+    writer: InfluxWriter,
+    checkpoint_path: Path,
+    close_gap: Callable[[Gap], bool],
+    aggregate_s: float = 0.0,
+    batch_points: int = DEFAULT_BATCH_POINTS,
+    stop: asyncio.Event | None = None,
+) -> GapBackfillResult:
+    """Re-send each gap's range from the store; close it once all was taken.
+
+    ``close_gap`` marks a gap closed in the spool and says whether it was
+    still the same range; it is called on the event loop's thread (a spool is
+    used from the thread that opened it), and its transaction is short. A gap
+    the server refuses again stays open and the run goes on with the next.
+
+    Raises:
+        StoreError: the store cannot be read.
+        SinkError: the server stayed unreachable.
+    """
+    started = time.monotonic()
+    closed = sent = 0
+    errors: list[str] = []
+    for gap in gaps:
+        if stop is not None and stop.is_set():
+            break
+        job = gap_job(
+            gap,
+            destination=destination,
+            aggregate_s=aggregate_s,
+            batch_points=batch_points,
+        )
+        checkpoint = Checkpoint.load(checkpoint_path, job.key)
+        try:
+            result = await run_backfill(
+                job,
+                store_path=store_path,
+                encoder=encoder,
+                writer=writer,
+                checkpoint=checkpoint,
+                stop=stop,
+            )
+        except InfluxRejected as exc:
+            meter = "every meter" if gap.meter is None else f"meter {gap.meter}"
+            errors.append(f"gap {gap.id} ({meter}): {exc}")
+            continue
+        sent += result.points_sent
+        if result.complete and close_gap(gap):
+            closed += 1
+            await asyncio.to_thread(checkpoint.forget)
+    return GapBackfillResult(
+        closed=closed,
+        still_open=len(gaps) - closed,
+        points_sent=sent,
+        elapsed_s=time.monotonic() - started,
+        errors=tuple(errors),
+    )

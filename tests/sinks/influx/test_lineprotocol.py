@@ -1,7 +1,9 @@
-"""Line protocol tags of the fleet identity: ``id`` and ``site`` only when set."""
+"""Line protocol tags of the fleet identity: ``id`` and ``site`` only when set;
+the ``frame_hash`` field only when ``influxdb.frame_hash`` asks for it."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from wattd.config import Config, parse_config
@@ -48,6 +50,26 @@ def tags(config: Config, sensor: int = 1) -> dict[str, str]:
 def test_an_unchanged_config_writes_byte_identical_lines() -> None:
     config = parse_config("mqtt: {node_id: pi4}\n" + SENSORS)
     assert PointEncoder.from_config(config).encode(reading(config)) == GOLDEN_LINE
+
+
+def test_an_unchanged_config_writes_no_frame_hash_even_when_known() -> None:
+    config = parse_config("mqtt: {node_id: pi4}\n" + SENSORS)
+    hashed = dataclasses.replace(reading(config), frame_hash=12345)
+    assert PointEncoder.from_config(config).encode(hashed) == GOLDEN_LINE
+
+
+def test_frame_hash_is_an_integer_field_when_asked_for() -> None:
+    config = parse_config(
+        "mqtt: {node_id: pi4}\ninfluxdb: {frame_hash: true}\n" + SENSORS
+    )
+    encoder = PointEncoder.from_config(config)
+    hashed = dataclasses.replace(reading(config), frame_hash=2**53 - 1)
+    series, fields, stamp = GOLDEN_LINE.rsplit(b" ", 2)
+    assert encoder.encode(hashed) == b" ".join(
+        (series, fields + b",frame_hash=9007199254740991i", stamp)
+    )
+    # A reading without a hash (one read back from the store) has no such field.
+    assert encoder.encode(reading(config)) == GOLDEN_LINE
 
 
 def test_no_id_or_site_tag_without_them() -> None:

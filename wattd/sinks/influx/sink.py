@@ -6,7 +6,9 @@ interval) and removes points only after a 2xx. Network errors, timeouts, 5xx
 and 429 are retried with capped, jittered exponential backoff; a 4xx that
 refuses data (bad point, body too large) bisects the batch until the refused
 point(s) are found, which go to the spool's dead-letter table with the server's
-message while the good points go through. Re-sending a point is harmless:
+message while the good points go through. What is dead-lettered or dropped
+from a full spool is noted per meter in the spool's ``gaps`` table, for
+``wattd backfill --gaps``. Re-sending a point is harmless:
 InfluxDB identifies a point by series and timestamp, so a retry overwrites it.
 
 The points are already line protocol in the spool, so they go out as one body
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from wattd.config import Config
     from wattd.core.readings import Reading
 
-__all__ = ["STREAM", "InfluxSink"]
+__all__ = ["STREAM", "InfluxSink", "sensor_of_line"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,30 @@ BASE_BACKOFF_S: Final = 1.0
 BACKOFF_JITTER: Final = 0.5
 """Each wait is drawn from the upper half of the ceiling, so that many daemons
 restarted together spread out."""
+
+
+_SENSOR_TAG: Final = b",sensor="
+
+
+def sensor_of_line(line: bytes) -> int | None:
+    """The ``sensor`` tag of one line of the sink's line protocol, or None.
+
+    The spool notes a dropped or refused point under this meter, so that
+    ``wattd backfill --gaps`` re-sends just that meter's range.
+    """
+    at = line.find(_SENSOR_TAG)
+    # An escaped comma belongs to a label key, not to the tag separator.
+    while at > 0 and line[at - 1] == ord("\\"):
+        at = line.find(_SENSOR_TAG, at + 1)
+    if at < 0:
+        return None
+    start = at + len(_SENSOR_TAG)
+    end = start
+    while end < len(line) and 48 <= line[end] <= 57:  # ASCII digits
+        end += 1
+    if end == start or (end < len(line) and line[end] not in b", "):
+        return None
+    return int(line[start:end])
 
 
 class InfluxSink(Sink):
@@ -111,6 +137,8 @@ class InfluxSink(Sink):
         if self._spool is None:
             self._spool = AsyncSpool.for_config(self._config)
         try:
+            # Points dropped or refused from now on are noted for backfill.
+            await self._spool.track_gaps(STREAM, sensor_of_line)
             stats = await self._spool.stats(STREAM)
         except SpoolError as exc:
             raise SinkUnavailable(str(exc), sink=self.name) from None

@@ -32,7 +32,8 @@ timeout serialises their short transactions with the daemon's.
 The package, by job: :mod:`~wattd.storage.spool.model` (tables and values),
 :mod:`~wattd.storage.spool.recovery` (opening the file, setting a damaged one
 aside), :mod:`~wattd.storage.spool.queue`,
-:mod:`~wattd.storage.spool.deadletters`, :mod:`~wattd.storage.spool.handle`
+:mod:`~wattd.storage.spool.deadletters`, :mod:`~wattd.storage.spool.gaps`
+(what was lost, for backfill), :mod:`~wattd.storage.spool.handle`
 (:class:`Spool`) and :mod:`~wattd.storage.spool.asyncspool` (:class:`AsyncSpool`).
 """
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 from wattd.storage.spool.asyncspool import AsyncSpool
 from wattd.storage.spool.deadletters import MAX_DEAD_LETTERS, MAX_REASON_CHARS
+from wattd.storage.spool.gaps import Gap, MeterOf
 from wattd.storage.spool.handle import Spool
 from wattd.storage.spool.model import (
     BUSY_TIMEOUT_S,
@@ -65,6 +67,8 @@ __all__ = [
     "AsyncSpool",
     "DeadLetter",
     "DeadLetterOutcome",
+    "Gap",
+    "MeterOf",
     "Spool",
     "SpoolItem",
     "StreamStats",

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from wattd.config import Config
     from wattd.core.readings import Reading
+    from wattd.storage.spool.gaps import MeterOf
     from wattd.storage.spool.model import DeadLetter, SpoolItem
 
 __all__ = ["AsyncSpool"]
@@ -108,6 +109,10 @@ class AsyncSpool:
             raise
         self._cache[stream] = stats
         return stats
+
+    async def track_gaps(self, stream: str, meter_of: MeterOf) -> None:
+        """See :meth:`Spool.track_gaps`."""
+        await self._run(lambda s: s.track_gaps(stream, meter_of))
 
     async def peek(
         self, stream: str, limit: int, *, after_id: int = 0

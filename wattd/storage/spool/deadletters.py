@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Final
 
+from wattd.storage.spool.gaps import note_gaps
 from wattd.storage.spool.model import (
     ROW_OVERHEAD_BYTES,
     DeadLetter,
@@ -165,6 +166,10 @@ class SpoolDeadLetters(SpoolQueue):
             )
             self._delete_items(sid, sorted({i.id for i in items}))
             self._count(sid, "dead_lettered", len(items))
+            meter_of = self._gap_keys.get(sid)
+            if meter_of is not None:
+                rows = [(i.time_ns, i.payload) for i in items]
+                note_gaps(self._conn, sid, meter_of, rows, "dead_letter")
         self._maybe_vacuum()
         return self._stats(sid)
 

@@ -4,7 +4,10 @@ One file holds several named streams, one per consumer. Each stream keeps its
 depth and lifetime counters in the ``streams`` table, updated in the same
 transaction as the items, so ``appended = depth + acked + dropped +
 dead_lettered`` holds after any crash. The ``energy`` table keeps the highest
-energy total per sensor whose payload was ever spooled.
+energy total per sensor whose payload was ever spooled. The ``gaps`` table
+(:mod:`~wattd.storage.spool.gaps`) notes what was dropped or dead-lettered; it
+is created in older files when the daemon opens them, and is not required
+(``TABLES``), so an older file stays a spool.
 """
 
 from __future__ import annotations
@@ -68,6 +71,18 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed_at_ns INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_stream ON dead_letters(stream);
+CREATE TABLE IF NOT EXISTS gaps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream INTEGER NOT NULL,
+    meter INTEGER,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    points INTEGER NOT NULL,
+    cause TEXT NOT NULL,
+    noted_at_ns INTEGER NOT NULL,
+    closed_at_ns INTEGER
+);
+CREATE INDEX IF NOT EXISTS gaps_open ON gaps(stream, closed_at_ns);
 CREATE TABLE IF NOT EXISTS energy (
     sensor TEXT PRIMARY KEY,
     wh_total REAL NOT NULL

@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Final
 
 from wattd.errors import SpoolError
+from wattd.storage.spool.gaps import Gap, MeterOf, note_gaps, open_gaps
 from wattd.storage.spool.model import (
     BUSY_TIMEOUT_S,
     ROW_OVERHEAD_BYTES,
@@ -79,6 +80,49 @@ class SpoolQueue(SpoolFile):
         rows = [(int(t), bytes(p)) for t, p in items]
         totals = [(str(int(k)), float(v)) for k, v in (wh_totals or {}).items()]
         return self._guarded(lambda: self._append(stream, rows, totals))
+
+    def track_gaps(self, stream: str, meter_of: MeterOf) -> None:
+        """Note what ``stream`` drops or dead-letters, per meter (see ``gaps``).
+
+        ``meter_of`` tells a payload's meter; it runs inside the spool's
+        transactions, so it must be quick and must not raise.
+        """
+        sid = self._stream_id(stream)
+        has_table = self._guarded(
+            lambda: self._conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'gaps'"
+            ).fetchone()
+        )
+        # A maintenance command on a file the daemon has not yet opened (and
+        # given the table) notes nothing rather than fail.
+        if has_table is not None:
+            self._gap_keys[sid] = meter_of
+
+    def open_gaps(self, stream: str | None = None) -> list[Gap]:
+        """Ranges not delivered and not yet closed (of ``stream``, else all)."""
+        return self._guarded(
+            lambda: open_gaps(
+                self._conn, None if stream is None else self._stream_id(stream)
+            )
+        )
+
+    def close_gap(self, gap: Gap) -> bool:
+        """Mark ``gap`` delivered; False if it grew meanwhile (it then stays open).
+
+        A range that grew after it was read was not all sent, so only the
+        range exactly as it was read is closed.
+        """
+
+        def close() -> bool:
+            with self._transaction():
+                done = self._conn.execute(
+                    "UPDATE gaps SET closed_at_ns = ? WHERE id = ? AND first_ns = ?"
+                    " AND last_ns = ? AND points = ? AND closed_at_ns IS NULL",
+                    (time.time_ns(), gap.id, gap.first_ns, gap.last_ns, gap.points),
+                )
+                return done.rowcount == 1
+
+        return self._guarded(close)
 
     def wh_totals(self) -> dict[int, float]:
         """The highest energy total recorded per sensor by :meth:`append`.
@@ -190,7 +234,11 @@ class SpoolQueue(SpoolFile):
             # Same transaction as the items: no payload is ever on disk
             # without its total, so the floor read at start covers it.
             self._conn.executemany(_RECORD_TOTAL, totals)
+            meter_of = self._gap_keys.get(sid)
+            whole = rows[:] if meter_of is not None else rows
             over = self._trim_batch(rows)
+            if over and meter_of is not None:
+                note_gaps(self._conn, sid, meter_of, whole[:over], "dropped")
             dropped = {sid: over} if over else {}
             need_items = len(rows)
             need_bytes = sum(len(p) for _, p in rows) + ROW_OVERHEAD_BYTES * need_items
@@ -257,18 +305,28 @@ class SpoolQueue(SpoolFile):
         count = 0
         freed = 0
         last_id = None
+        meter_of = self._gap_keys.get(sid)
+        lost: list[tuple[int, bytes]] = []
+        # Payloads are read only for a stream whose losses are noted.
+        payload = "x''" if meter_of is None else "payload"
         cursor = self._conn.execute(
-            "SELECT id, length(payload) FROM items WHERE stream = ? ORDER BY id", (sid,)
+            f"SELECT id, length(payload), time_ns, {payload} FROM items"  # noqa: S608
+            " WHERE stream = ? ORDER BY id",
+            (sid,),
         )
-        for item_id, length in cursor:
+        for item_id, length, time_ns, body in cursor:
             if count >= excess_items and freed >= excess_bytes:
                 break
             count += 1
             freed += length + ROW_OVERHEAD_BYTES
             last_id = item_id
+            if meter_of is not None:
+                lost.append((time_ns, body))
         cursor.close()
         if last_id is None:
             return 0, 0
+        if meter_of is not None:
+            note_gaps(self._conn, sid, meter_of, lost, "dropped")
         self._conn.execute(
             "DELETE FROM items WHERE stream = ? AND id <= ?", (sid, last_id)
         )

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from wattd.storage.spool.gaps import MeterOf
+
 __all__ = ["SpoolFile", "Transaction"]
 
 log = logging.getLogger(__package__)
@@ -107,6 +109,8 @@ class SpoolFile:
         self.durable = path is not None
         self._stream_ids: dict[str, int] = {}
         self._last_drop_log: dict[str, float] = {}
+        self._gap_keys: dict[int, MeterOf] = {}
+        """Stream id -> the meter of a payload, for streams whose losses are noted."""
         self._conn = self._open_or_recover()
 
     def close(self) -> None:
