@@ -114,8 +114,7 @@ def influxd(
     points: list[bytes], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Influxd]:
     with running(Influxd(tmp_path_factory.mktemp("influxd"))) as server:
-        body = urllib.parse.urlencode({"q": f"CREATE DATABASE {DATABASE}"}).encode()
-        _post(f"{server.url}/query", body)
+        server.create_database(DATABASE)
         _post(f"{server.url}/write?db={DATABASE}&precision=ns", b"\n".join(points))
         yield server
 

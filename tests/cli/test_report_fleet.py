@@ -294,6 +294,8 @@ def influxd(
         _post(query, urllib.parse.urlencode({"q": create}).encode(), ok=200)
         body = urllib.parse.urlencode({"q": f"CREATE DATABASE {DATABASE}"}).encode()
         _post(query, body, auth=True, ok=200)
+        pair = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        server.wait_for_database(DATABASE, authorization=f"Basic {pair}")
         _post(
             f"{server.url}/write?db={DATABASE}&precision=ns",
             b"\n".join(fleet.lines),

@@ -69,7 +69,7 @@ def vm_reader(victoria: VictoriaMetrics) -> tsdb.TsdbReader:
 
 @pytest.fixture(scope="module")
 def influx_reader(influxd: Influxd) -> tsdb.TsdbReader:
-    post(f"{influxd.url}/query", {"q": f"CREATE DATABASE {DATABASE}"})
+    influxd.create_database(DATABASE)
     post(f"{influxd.url}/write", {"db": DATABASE, "precision": "ms"}, lines())
     return tsdb.open_reader(
         "influxdb", influxd.url, measurement=MEASUREMENT, database=DATABASE

@@ -1,16 +1,19 @@
 """Three real ``wattd run`` nodes, bridged brokers and one central VictoriaMetrics.
 
 Each node reads its own simulated meters on a pty: two customers' meters on
-every node, with the same radio addresses on all three. Each publishes at
+every node, with the same radio addresses on all three. One more meter is in
+range of two nodes' coordinators: both read the same frames, byte for byte,
+and write them with ``influxdb.frame_hash``. Each publishes at
 QoS 1 to a mosquitto of its own, which is bridged to one central broker
 (``cleansession false``), and writes line protocol to the central
 VictoriaMetrics (which keeps one sample per series and millisecond). Mid-run
 the central VictoriaMetrics is down for a while, and then the central broker.
 Afterwards every reading in each node's store must be in VictoriaMetrics once
 and must have reached a subscriber of the central broker; the fleet report
-from VictoriaMetrics must be the sum of the nodes' local reports; and a
-backfill from every node into an emptied VictoriaMetrics must give the same
-report again.
+from VictoriaMetrics must be the sum of the nodes' local reports, with the
+double-heard meter counted once and named; and a backfill from every node into
+an emptied VictoriaMetrics must restore every point, and with them the bill
+(except for the double-heard meter, whose backfilled copy carries no hash).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.services, pytest.mark.timeout(240)]
 
 SPEED = 10.0
 """Simulated seconds per real second: each meter sends about every 0.2 s."""
-OUTAGE_S = 12.0
+OUTAGE_S = 20.0
 """How long the central VictoriaMetrics, and then the central broker, are down."""
 TARIFFS: dict[str, Any] = {
     "timezone": "UTC",
@@ -69,6 +72,13 @@ NODES: dict[str, dict[int, tuple[str, float]]] = {
     "node-b": {1: ("globex", 900.0), 2: ("acme", 250.0)},
     "node-c": {1: ("acme", 600.0), 2: ("globex", 80.0)},
 }
+SHARED_ADDRESS = 3
+"""A meter in range of two nodes' coordinators (one PAN ID): both hear it."""
+SHARED_NODES = ("node-a", "node-b")
+"""The nodes that hear it; the first keeps its energy in the fleet report."""
+SHARED: tuple[str, float] = ("acme", 300.0)
+"""Its customer and watts."""
+SHARED_NAME = f"meter-{SHARED_ADDRESS}"
 CUSTOMERS = ("acme", "globex")
 BACKFILL = (sys.executable, "-m", "wattd", "backfill", "--to", "influxdb")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,7 +97,8 @@ class Node:
     edge: Mosquitto
     config_path: Path
     daemon: DaemonProcess
-    feed: MeterFeed
+    feeds: list[MeterFeed]
+    """The node's own meters, and the shared meter where the node hears it."""
 
     @property
     def store(self) -> Path:
@@ -139,13 +150,26 @@ class Subscriber:
         return out
 
 
+def customer_of(name: str, address: int) -> str:
+    if address == SHARED_ADDRESS:
+        return SHARED[0]
+    return NODES[name][address][0]
+
+
+def shared_meter() -> MeterModel:
+    """The meter two nodes hear: one unit, so the same quirks for both."""
+    return MeterModel.with_quirks(
+        SHARED_ADDRESS, ResistiveLoad(watts=SHARED[1]), seed="shared"
+    )
+
+
 def node_config(
     name: str, workdir: Path, device: str, meters: list[MeterModel], edge: Mosquitto
 ) -> dict[str, Any]:
     sensors = [
         entry
         for m in meters
-        for entry in meter_sensors([m], customer=NODES[name][m.address][0])
+        for entry in meter_sensors([m], customer=customer_of(name, m.address))
     ]
     return {
         "node": name,
@@ -172,6 +196,7 @@ def node_config(
             "flush_interval_s": 0.2,
             "max_backoff_s": 1,
             "timeout_s": 2,
+            "frame_hash": True,
         },
         "tariffs": TARIFFS,
         "logging": {"level": "info"},
@@ -196,11 +221,17 @@ def fleet(
                 MeterModel.with_quirks(a, ResistiveLoad(watts=w), seed=f"{name}/{a}")
                 for a, (_, w) in NODES[name].items()
             ]
+            feeds = [MeterFeed(Simulator(meters, seed=n), pty.master, speed=SPEED)]
+            if name in SHARED_NODES:
+                # Same model and seed: the same frames, byte for byte, on both.
+                shared = shared_meter()
+                meters.append(shared)
+                sim = Simulator([shared], seed="shared")
+                feeds.append(MeterFeed(sim, pty.master, speed=SPEED))
             config = node_config(name, workdir, pty.path, meters, edge)
             config["influxdb"]["url"] = tsdb.url
             path = write_config(workdir / "wattd.yaml", config)
-            feed = MeterFeed(Simulator(meters, seed=n), pty.master, speed=SPEED)
-            node = Node(name, workdir, pty, edge, path, DaemonProcess(path), feed)
+            node = Node(name, workdir, pty, edge, path, DaemonProcess(path), feeds)
             nodes.append(node)
             node.daemon.start()
         for node in nodes:
@@ -208,7 +239,8 @@ def fleet(
         yield nodes
     finally:
         for node in nodes:
-            node.feed.stop()
+            for feed in node.feeds:
+                feed.stop()
             node.daemon.stop(5)
             node.edge.stop()
             node.pty.close()
@@ -240,14 +272,19 @@ def exported(tsdb: VictoriaMetrics, points: int) -> dict[Key, list[int]]:
     return out
 
 
-def report(
+Bill = dict[str, dict[str, float]]
+"""A JSON report's figures per group."""
+
+
+def report_json(
     config: Path,
     start: datetime,
     end: datetime,
     capsys: pytest.CaptureFixture[str],
     *source: str,
-) -> dict[str, dict[str, float]]:
-    """``wattd report --by customer --format json``: figures per customer."""
+    by: str = "customer",
+) -> tuple[Bill, dict[str, Any]]:
+    """``wattd report --by BY --format json``: figures per group, and the document."""
     rc, out, err = run_cli(
         [
             "report",
@@ -255,7 +292,7 @@ def report(
             str(config),
             *source,
             "--by",
-            "customer",
+            by,
             "--format",
             "json",
             "--from",
@@ -266,20 +303,37 @@ def report(
         capsys,
     )
     assert rc == 0, err
-    return {g["group"]: g for g in json.loads(out)["groups"]}
+    doc: dict[str, Any] = json.loads(out)
+    return {g["group"]: g for g in doc["groups"]}, doc
 
 
-def summed(reports: list[dict[str, dict[str, float]]], key: str) -> dict[str, float]:
+def report(
+    config: Path,
+    start: datetime,
+    end: datetime,
+    capsys: pytest.CaptureFixture[str],
+    *source: str,
+) -> Bill:
+    """``wattd report --by customer --format json``: figures per customer."""
+    return report_json(config, start, end, capsys, *source)[0]
+
+
+FIGURES = ("it_kwh", "energy_cost", "cost")
+
+
+def summed(reports: list[Bill], key: str) -> dict[str, float]:
     return {c: math.fsum(r[c][key] for r in reports if c in r) for c in CUSTOMERS}
 
 
 def assert_same_bills(
-    fleet_report: dict[str, dict[str, float]],
-    local: list[dict[str, dict[str, float]]],
+    fleet_report: Bill, local: list[Bill], less: Bill | None = None
 ) -> None:
+    """The fleet bill is the sum of the local ones, ``less`` a copy counted twice."""
     assert sorted(fleet_report) == sorted(CUSTOMERS)
-    for key in ("it_kwh", "energy_cost", "cost"):
+    for key in FIGURES:
         want = summed(local, key)
+        for customer, figures in (less or {}).items():
+            want[customer] -= figures[key]
         got = {c: fleet_report[c][key] for c in CUSTOMERS}
         assert got == pytest.approx(want, rel=1e-3), key
         assert all(v > 0 for v in got.values()), key
@@ -301,10 +355,17 @@ async def test_fleet_survives_central_outages_and_bills_match(
         await asyncio.wait_for(sub.subscribed.wait(), 10)
         with fleet(tmp_path, central, tsdb) as nodes:
             for node in nodes:
-                node.feed.start()
+                for feed in node.feeds:
+                    feed.start()
             await run_with_outages(nodes, central, tsdb, sub)
             for node in nodes:
-                node.feed.stop()
+                for feed in node.feeds:
+                    feed.stop()
+            heard = [
+                [s.data for _, s in node.feeds[-1].frames_sent()]
+                for node in nodes
+                if node.name in SHARED_NODES
+            ]
             # Everything spooled is delivered before the daemons stop.
             for node in nodes:
                 await wait_until(
@@ -339,7 +400,13 @@ async def test_fleet_survives_central_outages_and_bills_match(
                 interval_s=0.1,
             )
         assert sub.connects >= 2, "the subscriber never saw the central outage"
-        assert set(in_store) == {(n, a) for n in NODES for a in NODES[n]}
+        assert set(in_store) == {(n, a) for n in NODES for a in NODES[n]} | {
+            (n, SHARED_ADDRESS) for n in SHARED_NODES
+        }
+        # Both coordinators heard the same transmissions, byte for byte.
+        sent = min(len(frames) for frames in heard)
+        assert sent > 100
+        assert heard[0][:sent] == heard[1][:sent]
         assert all(len(times) > 100 for times in in_store.values()), {
             k: len(v) for k, v in in_store.items()
         }
@@ -353,7 +420,8 @@ async def test_fleet_survives_central_outages_and_bills_match(
             assert len(in_tsdb[key]) == len(times), key
             assert set(in_tsdb[key]) == times, key
 
-        # The fleet bill from the central store is the sum of the local ones.
+        # The fleet bill from the central store is the sum of the local ones,
+        # with the meter both coordinators heard counted once.
         end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
         central_config = write_config(
             tmp_path / "central.yaml",
@@ -361,10 +429,35 @@ async def test_fleet_survives_central_outages_and_bills_match(
         )
         source = ("--source", f"victoriametrics={tsdb.url}")
         local = [report(c, start, end, capsys) for c in configs]
-        fleet_bill = report(central_config, start, end, capsys, *source)
-        assert_same_bills(fleet_bill, local)
+        fleet_bill, doc = report_json(central_config, start, end, capsys, *source)
+        kept, copy = (f"{n}/{SHARED_ADDRESS}" for n in SHARED_NODES)
+        (dup,) = doc["duplicates"]
+        assert dup["meter"] == kept
+        assert dup["duplicate"] == copy
+        assert dup["nodes"] == list(SHARED_NODES)
+        assert dup["matched_minutes"] > dup["minutes"] / 2, dup
+        kept_local, copy_local = (
+            report_json(config, start, end, capsys, by="sensor")[0][SHARED_NAME]
+            for node, config in zip(nodes, configs, strict=True)
+            if node.name in SHARED_NODES
+        )
+        assert copy_local["it_kwh"] > 0
+        # The same frames give both nodes about the same energy.
+        assert copy_local["it_kwh"] == pytest.approx(kept_local["it_kwh"], rel=0.02)
+        assert_same_bills(fleet_bill, local, less={SHARED[0]: copy_local})
+        # Counted once, not left out: the kept copy bills as its node does.
+        by_meter, _ = report_json(
+            central_config, start, end, capsys, *source, by="sensor"
+        )
+        assert copy not in by_meter
+        for figure in FIGURES:
+            assert by_meter[kept][figure] == pytest.approx(kept_local[figure], rel=1e-3)
 
-        # An emptied central store, backfilled from every node, bills the same.
+        # An emptied central store, backfilled from every node, holds every
+        # point again and bills the same. Backfilled points carry no frame
+        # hash (the local store keeps none), so the double-heard meter is no
+        # longer recognised and both copies count: the plain sum of the local
+        # bills.
         await asyncio.to_thread(tsdb.wipe)
         assert await asyncio.to_thread(tsdb.export) == []
         for config in configs:
@@ -382,7 +475,13 @@ async def test_fleet_survives_central_outages_and_bills_match(
         assert {k: sorted(v) for k, v in again.items()} == {
             k: sorted(v) for k, v in in_store.items()
         }
-        assert report(central_config, start, end, capsys, *source) == fleet_bill
+        refilled, doc = report_json(central_config, start, end, capsys, *source)
+        assert doc["duplicates"] == []
+        assert_same_bills(refilled, local)
+        untouched = [c for c in CUSTOMERS if c != SHARED[0]]
+        assert {c: refilled[c] for c in untouched} == {
+            c: fleet_bill[c] for c in untouched
+        }
     finally:
         sub_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

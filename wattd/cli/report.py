@@ -4,6 +4,8 @@ The energy comes from this host's store, from JSON lines of readings, or, for a
 fleet, from the central time-series store that every host writes to
 (``--source``): :mod:`wattd.clients.tsdb` reads it and
 :mod:`wattd.costing.fleet` turns it into intervals keyed by fleet identity.
+A fleet report also checks each node's clock against the store's
+(:mod:`wattd.costing.clocks`) and warns about any more than a second off.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from wattd.config import Config
+    from wattd.costing.clocks import NodeClock
     from wattd.costing.cost import EnergyInterval
     from wattd.costing.fleet import Duplicate
     from wattd.costing.report.engine import Report
@@ -192,7 +195,7 @@ def report_command(args: argparse.Namespace) -> int:
         start, end = period_range(
             args.period or "month", now, tz, previous=args.previous
         )
-    with _intervals(config, args, start, end) as (intervals, book, duplicates):
+    with _intervals(config, args, start, end) as (intervals, book, fleet):
         report = build_report(
             config,
             intervals,
@@ -204,7 +207,7 @@ def report_command(args: argparse.Namespace) -> int:
             now=now,
             book=book,
         )
-    text = _render(report, args.format, args.only, duplicates)
+    text = _render(report, args.format, args.only, fleet)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:
@@ -212,10 +215,15 @@ def report_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _render(
-    report: Report, fmt: str, only: list[str], duplicates: list[Duplicate] | None
-) -> str:
-    """The report in ``fmt``; a fleet report's JSON also lists its duplicates."""
+class FleetNotes(NamedTuple):
+    """What a fleet report found besides the energy."""
+
+    duplicates: list[Duplicate]
+    clocks: list[NodeClock]
+
+
+def _render(report: Report, fmt: str, only: list[str], fleet: FleetNotes | None) -> str:
+    """The report in ``fmt``; a fleet report's JSON also lists duplicates, clocks."""
     import json
 
     from wattd.costing.report.html import render_html
@@ -229,10 +237,11 @@ def _render(
     if fmt == "csv":
         return render_csv(report)
     if fmt == "json":
-        if duplicates is None:
+        if fleet is None:
             return render_json(report)
         data = report_to_dict(report)
-        data["duplicates"] = [d.to_json_dict() for d in duplicates]
+        data["duplicates"] = [d.to_json_dict() for d in fleet.duplicates]
+        data["clocks"] = [c.to_json_dict() for c in fleet.clocks]
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if fmt == "html":
         return render_html(report, group=only[0] if len(only) == 1 else None)
@@ -265,13 +274,11 @@ def _fleet_usage(args: argparse.Namespace) -> str | None:
 @contextlib.contextmanager
 def _intervals(
     config: Config, args: argparse.Namespace, start: datetime, end: datetime
-) -> Iterator[
-    tuple[Iterable[EnergyInterval], TariffBook | None, list[Duplicate] | None]
-]:
+) -> Iterator[tuple[Iterable[EnergyInterval], TariffBook | None, FleetNotes | None]]:
     """The energy source, streamed: the store stays open while the report reads.
 
-    A central store comes with the book that knows its meters' groups, and
-    the meters it found reported twice (by two coordinators).
+    A central store comes with the book that knows its meters' groups, the
+    meters it found reported twice (by two coordinators) and the nodes' clocks.
     """
     from wattd.storage.intervals import intervals_from_jsonl, intervals_from_store
 
@@ -292,14 +299,16 @@ def _intervals(
 
 def _fleet_intervals(
     config: Config, args: argparse.Namespace, start: datetime, end: datetime
-) -> tuple[Iterable[EnergyInterval], TariffBook, list[Duplicate]]:
+) -> tuple[Iterable[EnergyInterval], TariffBook, FleetNotes]:
     """Every host's meters from the central store, read a day at a time.
 
     The meters (and the tags of each one's latest point), the frame hashes
-    (to find meters heard by two coordinators) and the points just before
-    the range are read first; the minutes follow as the report asks.
+    (to find meters heard by two coordinators), the nodes' clock probes and
+    the points just before the range are read first; the minutes follow as
+    the report asks.
     """
     from wattd.clients.tsdb import open_reader
+    from wattd.costing.clocks import clock_warning, node_clocks
     from wattd.costing.fleet import (
         BASELINE_S,
         DuplicateFinder,
@@ -332,6 +341,10 @@ def _fleet_intervals(
             source.url,
             config.influxdb.measurement,
         )
+    nodes = {meter.node for meter in meters.values() if meter.node}
+    clocks = node_clocks(reader.clock_probes(first_s, last_s), nodes)
+    if (warning := clock_warning(clocks)) is not None:
+        log.warning("%s", warning)
     spans = minute_spans(first_s, last_s, len(meters))
     finder = DuplicateFinder()
     for a, b in spans:
@@ -345,7 +358,7 @@ def _fleet_intervals(
     intervals = without_duplicates(
         intervals_from_minutes(baseline, minutes), duplicates
     )
-    return intervals, FleetBook(config, meters), duplicates
+    return intervals, FleetBook(config, meters), FleetNotes(duplicates, clocks)
 
 
 def _password(args: argparse.Namespace) -> str:

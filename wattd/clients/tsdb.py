@@ -17,6 +17,9 @@ return the plain rows of :mod:`wattd.costing.fleet`.
   per span, in chunked answers so the server's row limit never cuts it short;
   ``last("frame_hash")`` per minute in a query of its own.
 
+Both also read each node's latest clock probe (:mod:`wattd.costing.clocks`):
+the probe's value and the time the store gave it on receipt.
+
 The HTTP is the standard library's: one POST per query, HTTP basic auth when a
 user is given, and no proxy from the environment (a proxy set for downloads
 would otherwise carry the store's queries). Every failure is one
@@ -37,6 +40,7 @@ import urllib.parse
 import urllib.request
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from wattd.costing.clocks import CLOCK_FIELD, CLOCK_MEASUREMENT, ClockProbe
 from wattd.costing.fleet import (
     MINUTE_S,
     MinuteTotals,
@@ -85,6 +89,10 @@ class TsdbReader(Protocol):
         """Every series' last frame hash per minute within ``[start_s, end_s)``."""
         ...
 
+    def clock_probes(self, start_s: int, end_s: int) -> list[ClockProbe]:
+        """The last clock probe of every node within ``[start_s, end_s)``."""
+        ...
+
 
 def open_reader(
     kind: str,
@@ -120,6 +128,7 @@ class VictoriaMetricsReader:
         self._wh = _selector(f"{measurement}_wh_total")
         self._watts = _selector(f"{measurement}_watts")
         self._hash = _selector(f"{measurement}_frame_hash")
+        self._clock = _selector(f"{CLOCK_MEASUREMENT}_{CLOCK_FIELD}")
 
     def last_points(self, start_s: int, end_s: int) -> list[SeriesPoint]:
         """The last energy point of every series within ``[start_s, end_s)``."""
@@ -177,8 +186,28 @@ class VictoriaMetricsReader:
             for labels, values in self._range(query, start_s, end_s).items()
         ]
 
-    def _instant(self, query: str, at: str) -> dict[SeriesLabels, float]:
-        data = self._http.post_json("/api/v1/query", {"query": query, "time": at})
+    def clock_probes(self, start_s: int, end_s: int) -> list[ClockProbe]:
+        """The last clock probe of every node within ``[start_s, end_s)``."""
+        window = f"[{end_s - start_s}s]"
+        at = f"{end_s - _EDGE_S:.3f}"
+        # A range ending now must not be moved back by the store's latency offset.
+        sent = self._instant(f"last_over_time({self._clock}{window})", at, nocache=True)
+        times = self._instant(
+            f"tlast_over_time({self._clock}{window})", at, nocache=True
+        )
+        return [
+            ClockProbe(node=node, sent_ms=value, stored_s=times[labels])
+            for labels, value in sent.items()
+            if labels in times and (node := dict(labels).get("node"))
+        ]
+
+    def _instant(
+        self, query: str, at: str, *, nocache: bool = False
+    ) -> dict[SeriesLabels, float]:
+        params = {"query": query, "time": at}
+        if nocache:
+            params["nocache"] = "1"
+        data = self._http.post_json("/api/v1/query", params)
         out = {}
         for item in _vm_result(self._http, data):
             value = _number(item.get("value", [None, None])[1])
@@ -226,9 +255,12 @@ class InfluxQLReader:
         self._http = http
         self._database = database
         source = _identifier(measurement)
+        clock = _identifier(CLOCK_MEASUREMENT)
         if retention_policy:
             source = f"{_identifier(retention_policy)}.{source}"
+            clock = f"{_identifier(retention_policy)}.{clock}"
         self._from = source
+        self._clock = clock
 
     def last_points(self, start_s: int, end_s: int) -> list[SeriesPoint]:
         """The last energy point of every series within ``[start_s, end_s)``."""
@@ -293,6 +325,18 @@ class InfluxQLReader:
             }
             out.append(SeriesHashes(labels=labels, hashes=hashes))
         return out
+
+    def clock_probes(self, start_s: int, end_s: int) -> list[ClockProbe]:
+        """The last clock probe of every node within ``[start_s, end_s)``."""
+        field = f'last({_identifier(CLOCK_FIELD)}) AS "sent"'
+        query = _select(field, self._clock, start_s, end_s, '"node"')
+        return [
+            ClockProbe(node=node, sent_ms=sent, stored_s=row["time"] / 1000)
+            for labels, rows in self._series(query).items()
+            if (node := dict(labels).get("node"))
+            for row in rows
+            if (sent := _number(row.get("sent"))) is not None
+        ]
 
     def _series(self, query: str) -> dict[SeriesLabels, list[dict[str, Any]]]:
         """Rows of each series (``time`` in epoch ms), joined over the chunks."""

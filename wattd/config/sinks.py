@@ -156,6 +156,9 @@ class InfluxConfig(_Model):
     frame_hash: bool = False
     """Add an integer ``frame_hash`` field (the hash of the frame's samples), so
     fleet reports can count a meter heard by two coordinators once."""
+    clock_probe: bool = True
+    """After a delivered batch (at most once a minute) write one ``wattd_clock``
+    point without a timestamp, so fleet reports can see this host's clock offset."""
     max_backoff_s: float = Field(default=60.0, ge=1, le=3600)
     """Longest wait between retries while the server is down."""
     gzip: bool = True

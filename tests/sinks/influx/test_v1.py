@@ -93,6 +93,8 @@ def count(results: list[dict[str, Any]]) -> int:
 def new_database(server: Influxd, query: Any = None) -> str:
     name = f"w{uuid.uuid4().hex[:10]}"
     (query or server.query)(f'CREATE DATABASE "{name}"')
+    if query is None:
+        server.wait_for_database(name)
     return name
 
 

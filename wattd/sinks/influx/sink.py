@@ -18,6 +18,14 @@ With ``aggregate_s`` set, ``write()`` first folds readings into per-meter
 interval means (:mod:`wattd.sinks.spooled`) and spools only closed intervals;
 ``flush()``, ``stop()`` and a reload that changes the interval spool the open
 ones too.
+
+With ``clock_probe`` on (the default), a drain that delivered points is followed,
+at most once a minute, by one more small request: a ``wattd_clock`` point
+without a timestamp holding this host's wall clock, so that fleet reports can
+measure the host's clock against the store's receive time
+(:mod:`wattd.costing.clocks`). It is built at send time and never spooled, so
+a backlog sent late still measures now, and a refused probe is logged, never
+retried or dead-lettered.
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ from wattd.clients.influx import (
     InfluxTarget,
     InfluxWriter,
 )
+from wattd.costing.clocks import CLOCK_FIELD, CLOCK_MEASUREMENT
 from wattd.errors import SinkError, SinkUnavailable, SpoolError
 from wattd.sinks.base import Sink
-from wattd.sinks.influx.lineprotocol import PointEncoder
+from wattd.sinks.influx.lineprotocol import PointEncoder, escape_measurement, escape_tag
 from wattd.sinks.spooled import SpooledFrontEnd, SpoolRow
 from wattd.storage.spool import AsyncSpool, SpoolItem, StreamStats
 from wattd.support.backoff import backoff_delay
@@ -48,7 +57,13 @@ if TYPE_CHECKING:
     from wattd.config import Config
     from wattd.core.readings import Reading
 
-__all__ = ["STREAM", "InfluxSink", "sensor_of_line"]
+__all__ = [
+    "CLOCK_PROBE_INTERVAL_S",
+    "STREAM",
+    "InfluxSink",
+    "clock_line",
+    "sensor_of_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +74,8 @@ BASE_BACKOFF_S: Final = 1.0
 BACKOFF_JITTER: Final = 0.5
 """Each wait is drawn from the upper half of the ceiling, so that many daemons
 restarted together spread out."""
+CLOCK_PROBE_INTERVAL_S: Final = 60.0
+"""The clock probe goes out at most this often."""
 
 
 _SENSOR_TAG: Final = b",sensor="
@@ -83,6 +100,16 @@ def sensor_of_line(line: bytes) -> int | None:
     if end == start or (end < len(line) and line[end] not in b", "):
         return None
     return int(line[start:end])
+
+
+def clock_line(node: str, site: str | None, sent_ms: int) -> bytes:
+    """The clock probe: no timestamp, so the store stamps it on receipt."""
+    tags = f",node={escape_tag(node)}"
+    if site:
+        tags += f",site={escape_tag(site)}"
+    measurement = escape_measurement(CLOCK_MEASUREMENT)
+    # A float field, as every field wattd writes, so the type never changes.
+    return f"{measurement}{tags} {CLOCK_FIELD}={sent_ms}.0".encode()
 
 
 class InfluxSink(Sink):
@@ -129,6 +156,8 @@ class InfluxSink(Sink):
         self._last_error: str | None = None
         self._last_error_unix_s = 0.0
         self._failing_since: float | None = None
+        self._probed_at: float | None = None
+        self._probe_refused = False
 
     # -- Sink interface ---------------------------------------------------------
 
@@ -301,6 +330,7 @@ class InfluxSink(Sink):
         """Send batches until the spool is empty; raises on a retryable failure."""
         spool = self._require_spool()
         writer = await self._current_writer()
+        written = self._points_written
         while True:
             self._unsent = 0
             batch = self._influx.batch_size
@@ -308,11 +338,44 @@ class InfluxSink(Sink):
                 items = await spool.peek(STREAM, batch)
             except SpoolError as exc:
                 raise SinkUnavailable(str(exc), sink=self.name) from None
-            if not items:
-                return
-            await self._deliver(writer, items)
+            if items:
+                await self._deliver(writer, items)
             if len(items) < batch:
-                return
+                break
+        if self._points_written > written:
+            await self._probe_clock(writer)
+
+    async def _probe_clock(self, writer: InfluxWriter) -> None:
+        """Send the clock probe, at most once a minute; a failure is only logged.
+
+        It goes as a request of its own, so a server that refuses it never
+        holds up, bisects or dead-letters a real point.
+        """
+        now = time.monotonic()
+        node = self._encoder.node
+        if not self._influx.clock_probe or not node:
+            return
+        if (
+            self._probed_at is not None
+            and now - self._probed_at < CLOCK_PROBE_INTERVAL_S
+        ):
+            return
+        self._probed_at = now
+        line = clock_line(node, self._encoder.site, time.time_ns() // 1_000_000)
+        try:
+            await writer.write(line)
+        except InfluxRejected as exc:
+            if not self._probe_refused:
+                self._probe_refused = True
+                log.warning(
+                    "InfluxDB refused the clock probe (%s); fleet reports will not"
+                    " see this host's clock (set influxdb.clock_probe: false to stop"
+                    " sending it)",
+                    exc,
+                )
+        except SinkError as exc:
+            # The next delivered batch tries again; the points are what count.
+            log.debug("InfluxDB: clock probe not sent: %s", exc)
 
     async def _deliver(self, writer: InfluxWriter, items: Sequence[SpoolItem]) -> None:
         """Send ``items``; bisect a refused batch down to the refused points."""
