@@ -8,6 +8,7 @@ value and millisecond for millisecond, with the readings in the store.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -85,12 +86,15 @@ def fill_store(path: Path) -> list[Reading]:
     return readings
 
 
-def make_config(tmp_path: Path, url: str, measurement: str) -> Config:
+def make_config(
+    tmp_path: Path, url: str, measurement: str, *, frame_hash: bool = False
+) -> Config:
     return parse_config(
         f"state_dir: {json.dumps(str(tmp_path))}\n"
         "mqtt: {node_id: node-a}\n"
         f"influxdb: {{enabled: true, url: {json.dumps(url)}, org: home,"
-        f" bucket: energy, token: t0ken, measurement: {measurement}}}\n"
+        f" bucket: energy, token: t0ken, measurement: {measurement},"
+        f" frame_hash: {json.dumps(frame_hash)}}}\n"
         "sensors:\n"
         "  - {address: 1, name: meter-1, rack: r1, customer: acme}\n"
         "  - {address: 2, name: meter-2, rack: r2, customer: globex}\n"
@@ -261,6 +265,33 @@ async def test_lines_are_the_sinks_own(tmp_path: Path) -> None:
     assert sent == [fresh.encode(r) for r in ordered]
 
 
+async def test_the_frame_hash_is_sent_as_the_sink_wrote_it(tmp_path: Path) -> None:
+    config = make_config(tmp_path, "http://127.0.0.1:9", "power", frame_hash=True)
+    # The largest hash the pipeline makes, and a reading stored without one.
+    hashed = [
+        dataclasses.replace(make_reading(1, i), frame_hash=2**53 - 1 - i)
+        for i in range(1, 4)
+    ]
+    unhashed = make_reading(1, 4)
+    with Store.open(config.store_path) as store:
+        store.add([*hashed, unhashed])
+    target = InfluxTarget.from_config(config.influxdb)
+    recorder = Recorder(target)
+    job = BackfillJob(destination="x", from_ns=0, until_ns=to_ns(START) + 10**13)
+    await run_backfill(
+        job,
+        store_path=config.store_path,
+        encoder=PointEncoder.from_config(config),
+        writer=recorder,
+        checkpoint=Checkpoint.load(tmp_path / "cp.json", job.key),
+    )
+    sent = b"\n".join(recorder.bodies).split(b"\n")
+    fresh = PointEncoder.from_config(config)
+    assert sent == [fresh.encode(r) for r in [*hashed, unhashed]]
+    assert b",frame_hash=9007199254740990i " in sent[0]
+    assert b"frame_hash" not in sent[-1]
+
+
 def test_a_stored_reading_comes_back_as_it_was(tmp_path: Path) -> None:
     original = make_reading(2, 50)
     with Store.open(tmp_path / "s.sqlite") as store:
@@ -269,6 +300,7 @@ def test_a_stored_reading_comes_back_as_it_was(tmp_path: Path) -> None:
     back = stored_to_reading(stored)
     assert back.time_ns == original.time_ns
     assert back.power_factor is None
+    assert back.frame_hash is None
     for attr in ("sensor", "name", "watts", "va", "vrms", "irms", "wh_total"):
         assert getattr(back, attr) == getattr(original, attr), attr
 

@@ -241,6 +241,7 @@ def stored_to_reading(stored: StoredReading, labels: Any = _NO_LABELS) -> Readin
         current_zero_drift_counts=stored.zero_drift_counts,
         port=stored.port,
         labels=labels,
+        frame_hash=stored.frame_hash,
     )
 
 

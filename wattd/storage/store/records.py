@@ -40,7 +40,8 @@ _I64_MAX: Final = (1 << 63) - 1
 
 READING_COLUMNS: Final = (
     "sensor, time_ns, name, watts, va, vrms, irms, pf, wh_total, wh_delta,"
-    " rssi_dbm, flags, sample_interval_ms, cycles, gap_s, zero_drift_counts, port"
+    " rssi_dbm, flags, sample_interval_ms, cycles, gap_s, zero_drift_counts, port,"
+    " frame_hash"
 )
 """Readings columns, in the order of :func:`reading_row` and :func:`stored_reading`."""
 
@@ -66,6 +67,9 @@ class StoredReading:
     gap_s: float | None
     zero_drift_counts: float | None
     port: str
+    frame_hash: int | None = None
+    """The frame's hash (:attr:`wattd.core.readings.Reading.frame_hash`); None
+    for readings stored before the store kept it."""
 
     @property
     def time(self) -> datetime:
@@ -167,13 +171,14 @@ def reading_row(r: Reading) -> tuple[object, ...]:
         finite(r.gap_s),
         finite(r.current_zero_drift_counts),
         r.port,
+        r.frame_hash,
     )
 
 
 def stored_reading(row: tuple[Any, ...]) -> StoredReading:
     """A row of :data:`READING_COLUMNS` as a :class:`StoredReading`."""
     (sensor, time_ns, name, watts, va, vrms, irms, pf, wh_total, wh_delta, rssi,
-     flags, interval, cycles, gap, drift, port) = row  # fmt: skip
+     flags, interval, cycles, gap, drift, port, frame_hash) = row  # fmt: skip
     return StoredReading(
         sensor=py_sensor(int(sensor)),
         name=str(name),
@@ -192,6 +197,7 @@ def stored_reading(row: tuple[Any, ...]) -> StoredReading:
         gap_s=gap,
         zero_drift_counts=drift,
         port=str(port),
+        frame_hash=None if frame_hash is None else int(frame_hash),
     )
 
 

@@ -103,6 +103,9 @@ _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )""",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER)",
     ),
+    # 2: each reading keeps its frame hash, so backfill can send it again. NULL
+    # for readings written before (and for those without a frame).
+    ("ALTER TABLE readings ADD COLUMN frame_hash INTEGER",),
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _OUR_TABLES: Final = frozenset(

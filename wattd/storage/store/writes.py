@@ -33,7 +33,7 @@ __all__ = ["StoreWrites"]
 
 _INSERT_READING: Final = (
     f"INSERT INTO readings ({READING_COLUMNS})"  # noqa: S608 - constant columns
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_FRAME: Final = (
     "INSERT INTO frames (time_ns, port, api_mode, kind, sensor, raw)"
