@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.parse
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fixtures.services import Influxd, VictoriaMetrics, running
+from tests.fixtures.services import (
+    Influxd,
+    VictoriaMetrics,
+    post,
+    running,
+    source_args,
+)
 from wattd.cli import main
 from wattd.config import parse_config
 from wattd.core.readings import Reading
@@ -91,12 +95,6 @@ def through_the_sink(tmp_path: Path, influx: dict[str, str]) -> None:
     asyncio.run(send())
 
 
-def _post(url: str, body: bytes) -> None:
-    request = urllib.request.Request(url, data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        assert resp.status in {200, 204}
-
-
 @pytest.fixture(scope="module")
 def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetrics]:
     with running(VictoriaMetrics(tmp_path_factory.mktemp("vm"))) as server:
@@ -104,7 +102,7 @@ def victoria(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetri
             tmp_path_factory.mktemp("node-a"),
             {"url": server.url, "org": "o", "bucket": "b", "token": "t"},
         )
-        _post(f"{server.url}/api/v2/write?precision=ns", b"\n".join(hand_written()))
+        post(f"{server.url}/api/v2/write?precision=ns", b"\n".join(hand_written()))
         server.export_at_least('{__name__="wattd_clock_sent_ms"}', 2)
         server.export_at_least('{__name__="power_wh_total"}', 900)
         yield server
@@ -118,18 +116,16 @@ def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influxd]:
             tmp_path_factory.mktemp("node-a"),
             {"url": server.url, "database": DATABASE},
         )
-        _post(
+        post(
             f"{server.url}/write?db={DATABASE}&precision=ns", b"\n".join(hand_written())
         )
         yield server
 
 
 def source(kind: str, request: pytest.FixtureRequest) -> list[str]:
-    if kind == "victoriametrics":
-        vm: VictoriaMetrics = request.getfixturevalue("victoria")
-        return ["--source", f"victoriametrics={vm.url}"]
-    ix: Influxd = request.getfixturevalue("influxd")
-    return ["--source", f"influxdb={ix.url}", "--database", DATABASE]
+    store = "victoria" if kind == "victoriametrics" else "influxd"
+    server: VictoriaMetrics | Influxd = request.getfixturevalue(store)
+    return source_args(kind, server.url, DATABASE)
 
 
 def report(

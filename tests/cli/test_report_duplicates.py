@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 import random
-import urllib.parse
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fixtures.services import Influxd, VictoriaMetrics, running
+from tests.fixtures.services import (
+    Influxd,
+    VictoriaMetrics,
+    post,
+    running,
+    source_args,
+)
 from wattd.cli import main
 from wattd.config import parse_config
 from wattd.core.readings import Reading
@@ -88,12 +92,6 @@ def _with(r: Reading, **changes: Any) -> Reading:
     return dataclasses.replace(r, **changes)
 
 
-def _post(url: str, body: bytes) -> None:
-    request = urllib.request.Request(url, data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        assert resp.status in {200, 204}
-
-
 @pytest.fixture(scope="module")
 def points() -> list[bytes]:
     return lines()
@@ -104,7 +102,7 @@ def victoria(
     points: list[bytes], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VictoriaMetrics]:
     with running(VictoriaMetrics(tmp_path_factory.mktemp("vm"))) as server:
-        _post(f"{server.url}/api/v2/write?precision=ns", b"\n".join(points))
+        post(f"{server.url}/api/v2/write?precision=ns", b"\n".join(points))
         server.export_at_least('{__name__="power_frame_hash"}', len(points))
         yield server
 
@@ -115,7 +113,7 @@ def influxd(
 ) -> Iterator[Influxd]:
     with running(Influxd(tmp_path_factory.mktemp("influxd"))) as server:
         server.create_database(DATABASE)
-        _post(f"{server.url}/write?db={DATABASE}&precision=ns", b"\n".join(points))
+        post(f"{server.url}/write?db={DATABASE}&precision=ns", b"\n".join(points))
         yield server
 
 
@@ -131,11 +129,9 @@ def config(tmp_path: Path) -> Path:
 
 
 def source(kind: str, request: pytest.FixtureRequest) -> list[str]:
-    if kind == "victoriametrics":
-        vm: VictoriaMetrics = request.getfixturevalue("victoria")
-        return ["--source", f"victoriametrics={vm.url}"]
-    ix: Influxd = request.getfixturevalue("influxd")
-    return ["--source", f"influxdb={ix.url}", "--database", DATABASE]
+    store = "victoria" if kind == "victoriametrics" else "influxd"
+    server: VictoriaMetrics | Influxd = request.getfixturevalue(store)
+    return source_args(kind, server.url, DATABASE)
 
 
 def report(

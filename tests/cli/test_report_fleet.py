@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.fixtures.services import Influxd, VictoriaMetrics, free_port, running
+from tests.fixtures.services import (
+    Influxd,
+    VictoriaMetrics,
+    free_port,
+    post,
+    running,
+)
 from wattd.cli import main
 from wattd.config import Config, parse_config
 from wattd.core.readings import Reading
@@ -251,15 +257,8 @@ def whole_fleet(fleet: Fleet) -> Report:
 
 
 def _post(url: str, body: bytes, *, auth: bool = False, ok: int = 204) -> bytes:
-    headers = {}
-    if auth:
-        pair = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        headers["Authorization"] = f"Basic {pair}"
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        assert resp.status == ok
-        data: bytes = resp.read()
-        return data
+    basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    return post(url, body, ok=(ok,), authorization=f"Basic {basic}" if auth else None)
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +293,8 @@ def influxd(
         _post(query, urllib.parse.urlencode({"q": create}).encode(), ok=200)
         body = urllib.parse.urlencode({"q": f"CREATE DATABASE {DATABASE}"}).encode()
         _post(query, body, auth=True, ok=200)
-        pair = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        server.wait_for_database(DATABASE, authorization=f"Basic {pair}")
+        basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        server.wait_for_database(DATABASE, authorization=f"Basic {basic}")
         _post(
             f"{server.url}/write?db={DATABASE}&precision=ns",
             b"\n".join(fleet.lines),

@@ -15,11 +15,11 @@ from aiohttp import web
 
 from tests.fixtures.cli import run_cli
 from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
+from tests.fixtures.sinks import running_sink
 from tests.fixtures.waiting import wait_until
 from tests.sinks.influx.test_sink import (
     export,
     reading,
-    running,
     unique_measurement,
 )
 from wattd.cli import main
@@ -416,7 +416,7 @@ async def test_requeued_point_is_delivered_once_the_server_accepts_it(
     config = load_config(path)
     readings = [reading(i, sensor=13 if i == 5 else 1) for i in range(8)]
     refused = PointEncoder.from_config(config).encode(readings[5])
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await wait_until(lambda: sink.stats()["points_written"] == 7)
         assert sink.stats()["dead_letters"] == 1

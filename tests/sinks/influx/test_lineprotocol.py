@@ -4,10 +4,9 @@ the ``frame_hash`` field only when ``influxdb.frame_hash`` asks for it."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 
+from tests.fixtures.readings import configured_reading
 from wattd.config import Config, parse_config
-from wattd.core.readings import Reading
 from wattd.sinks.influx.lineprotocol import PointEncoder
 
 SENSORS = """
@@ -23,38 +22,23 @@ GOLDEN_LINE = (
 """What a config without node, site or ids has always written."""
 
 
-def reading(config: Config, sensor: int = 1) -> Reading:
-    found = config.sensor_meta().get(sensor)
-    name, labels = found if found else (f"sensor-{sensor}", {})
-    return Reading(
-        sensor=sensor,
-        name=name,
-        time=datetime(2024, 5, 1, 8, 0, tzinfo=UTC),
-        monotonic_s=1.0,
-        watts=60.5,
-        va=62.0,
-        vrms=120.1,
-        irms=0.51,
-        power_factor=0.97,
-        wh_total=1234.5,
-        wh_delta=0.03,
-        rssi_dbm=-61,
-        labels=labels,
-    )
-
-
 def tags(config: Config, sensor: int = 1) -> dict[str, str]:
-    return dict(PointEncoder.from_config(config).tags(reading(config, sensor)))
+    return dict(
+        PointEncoder.from_config(config).tags(configured_reading(config, sensor))
+    )
 
 
 def test_an_unchanged_config_writes_byte_identical_lines() -> None:
     config = parse_config("mqtt: {node_id: pi4}\n" + SENSORS)
-    assert PointEncoder.from_config(config).encode(reading(config)) == GOLDEN_LINE
+    assert (
+        PointEncoder.from_config(config).encode(configured_reading(config))
+        == GOLDEN_LINE
+    )
 
 
 def test_an_unchanged_config_writes_no_frame_hash_even_when_known() -> None:
     config = parse_config("mqtt: {node_id: pi4}\n" + SENSORS)
-    hashed = dataclasses.replace(reading(config), frame_hash=12345)
+    hashed = dataclasses.replace(configured_reading(config), frame_hash=12345)
     assert PointEncoder.from_config(config).encode(hashed) == GOLDEN_LINE
 
 
@@ -63,13 +47,13 @@ def test_frame_hash_is_an_integer_field_when_asked_for() -> None:
         "mqtt: {node_id: pi4}\ninfluxdb: {frame_hash: true}\n" + SENSORS
     )
     encoder = PointEncoder.from_config(config)
-    hashed = dataclasses.replace(reading(config), frame_hash=2**53 - 1)
+    hashed = dataclasses.replace(configured_reading(config), frame_hash=2**53 - 1)
     series, fields, stamp = GOLDEN_LINE.rsplit(b" ", 2)
     assert encoder.encode(hashed) == b" ".join(
         (series, fields + b",frame_hash=9007199254740991i", stamp)
     )
     # A reading without a hash (one read back from the store) has no such field.
-    assert encoder.encode(reading(config)) == GOLDEN_LINE
+    assert encoder.encode(configured_reading(config)) == GOLDEN_LINE
 
 
 def test_no_id_or_site_tag_without_them() -> None:
@@ -84,7 +68,7 @@ def test_a_sensor_id_and_the_site_become_tags() -> None:
         "node: n1\nsite: hall-2\nsensors:\n"
         "  - {address: 1, name: Desk lamp, id: SRV-0042.psu1, rack: r1}\n"
     )
-    line = PointEncoder.from_config(config).encode(reading(config))
+    line = PointEncoder.from_config(config).encode(configured_reading(config))
     assert line is not None
     assert line.startswith(
         b"power,id=SRV-0042.psu1,name=Desk\\ lamp,node=n1,rack=r1,sensor=1,"

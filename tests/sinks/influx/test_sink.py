@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from tests.fixtures.daemon import write_config as write_daemon_config
 from tests.fixtures.influx import FakeInflux, Recorded, forward, influx_error
 from tests.fixtures.paths import REPO_ROOT
 from tests.fixtures.services import VictoriaMetrics, free_port
+from tests.fixtures.sinks import running_sink
 from tests.fixtures.waiting import block_until, wait_until
 from wattd.cli import main as cli_main
 from wattd.clients.influx import (
@@ -107,19 +108,6 @@ def make_config(tmp_path: Path, url: str, extra: str = "", **influx: Any) -> Con
         "  - {address: 1, name: meter-1, rack: r1, customer: acme, location: lab}\n"
         "  - {address: 2, name: meter-2, rack: r2, customer: globex}\n" + extra
     )
-
-
-@contextlib.asynccontextmanager
-async def running(sink: InfluxSink) -> AsyncIterator[InfluxSink]:
-    await sink.start()
-    task = asyncio.create_task(sink.run(), name="influx-runner")
-    try:
-        yield sink
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sink.stop()
 
 
 def export(server: VictoriaMetrics, measurement: str) -> list[dict[str, Any]]:
@@ -266,7 +254,7 @@ async def test_points_arrive_with_values_tags_and_timestamps(
     measurement = unique_measurement()
     config = make_config(tmp_path, victoria.url, measurement=measurement)
     readings = [reading(i, sensor=1 + i % 2) for i in range(200)]
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await wait_until(lambda: sink.stats()["points_written"] == 200)
         assert sink.stats()["spool_depth"] == 0
@@ -299,7 +287,7 @@ async def test_aggregation_writes_one_mean_point_per_meter_per_interval(
     # 3 s of readings every 10 ms, alternating meters: intervals of 1 s hold
     # i = 0..99, 100..199, 200..299, i.e. 50 readings per meter each.
     readings = [reading(i, sensor=1 + i % 2) for i in range(300)]
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings[:150])
         await sink.write(readings[150:])
         await wait_until(lambda: sink.stats()["points_written"] == 4)
@@ -337,7 +325,7 @@ async def test_aggregated_points_are_written_when_every_meter_falls_silent(
     config = make_config(tmp_path, victoria.url, measurement=measurement, aggregate_s=1)
     # Half a second of two meters, then silence (the radio was unplugged).
     readings = [reading(i, sensor=1 + i % 2) for i in range(50)]
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await asyncio.sleep(0.5)
         assert sink.stats()["aggregate_open"] == 2
@@ -410,7 +398,7 @@ async def test_batches_by_size_gzip_and_ns_precision(
     tmp_path: Path, fake: FakeInflux
 ) -> None:
     config = make_config(tmp_path, fake.url, batch_size=100, flush_interval_s=30)
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(i) for i in range(250)])
         # The size trigger sends full batches without waiting for the interval.
         await wait_until(lambda: sink.stats()["points_written"] >= 200)
@@ -428,7 +416,7 @@ async def test_interval_flushes_a_partial_batch_without_gzip(
     tmp_path: Path, fake: FakeInflux
 ) -> None:
     config = make_config(tmp_path, fake.url, gzip=False, flush_interval_s=0.1)
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
         await wait_until(lambda: sink.stats()["points_written"] == 1)
     assert "Content-Encoding" not in fake.requests[0].headers
@@ -450,7 +438,7 @@ async def test_influxdb_1_8_form_sends_db_rp_and_user_password(
         username="writer",
         password="pw",
     )
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
         await wait_until(lambda: sink.stats()["points_written"] == 1)
     request = fake.requests[0]
@@ -475,7 +463,7 @@ async def test_bad_token_is_a_clear_error_and_points_wait(
     fake.rule = auth
     config = make_config(tmp_path, fake.url)
     with caplog.at_level(logging.DEBUG, logger="wattd"):
-        async with running(InfluxSink(config)) as sink:
+        async with running_sink(InfluxSink(config)) as sink:
             await sink.write([reading(i) for i in range(5)])
             await wait_until(lambda: sink.stats()["retries"] >= 2)
             stats = sink.stats()
@@ -499,7 +487,7 @@ async def test_bad_token_is_a_clear_error_and_points_wait(
 
 async def test_closed_port_is_a_clear_error(tmp_path: Path, fast_backoff: None) -> None:
     config = make_config(tmp_path, f"http://127.0.0.1:{free_port()}")
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
         await wait_until(lambda: sink.stats()["retries"] >= 1)
         assert sink.last_error is not None
@@ -536,7 +524,7 @@ async def test_server_errors_are_retried_until_accepted(
 
     fake.rule = flaky
     config = make_config(tmp_path, fake.url)
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(i) for i in range(10)])
         await wait_until(lambda: sink.stats()["points_written"] == 10)
         assert sink.stats()["retries"] == 3
@@ -563,7 +551,7 @@ async def test_refused_point_is_dead_lettered_and_the_rest_is_delivered(
     fake.rule = typed
     config = make_config(tmp_path, fake.url, measurement=measurement, batch_size=64)
     readings = [reading(i, sensor=13 if i == 37 else 1) for i in range(64)]
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await wait_until(lambda: sink.stats()["dead_letters"] == 1)
         await wait_until(lambda: sink.stats()["points_written"] == 63)
@@ -687,7 +675,7 @@ async def test_flush_sends_the_backlog_once_and_restart_resumes(
     # A new process finds the point left behind and sends it.
     fake.rule = FakeInflux.accept
     again = InfluxSink(config)
-    async with running(again):
+    async with running_sink(again):
         await wait_until(lambda: again.stats()["points_written"] == 1)
     assert fake.requests[-1].lines == [
         PointEncoder.from_config(config).encode(reading(3))
@@ -698,7 +686,7 @@ async def test_reconfigure_changes_tags_of_new_points(
     tmp_path: Path, fake: FakeInflux
 ) -> None:
     config = make_config(tmp_path, fake.url)
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write([reading(0)])
         await wait_until(lambda: sink.stats()["points_written"] == 1)
         sink.reconfigure(make_config(tmp_path, fake.url, measurement="watts_v2"))

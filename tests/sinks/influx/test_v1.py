@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import logging
 import signal
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +20,7 @@ import wattd.sinks.influx.sink as influx_module
 from tests.fixtures.daemon import DaemonProcess, MeterFeed, meter_sensors
 from tests.fixtures.daemon import write_config as write_daemon_config
 from tests.fixtures.services import Influxd, MissingBinary, free_port
+from tests.fixtures.sinks import running_sink
 from tests.fixtures.waiting import block_until, wait_until
 from wattd.cli import main as cli_main
 from wattd.clients.influx import InfluxNotFound, InfluxTarget, InfluxWriter
@@ -126,19 +125,6 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(influx_module, "BASE_BACKOFF_S", 0.01)
 
 
-@contextlib.asynccontextmanager
-async def running(sink: InfluxSink) -> AsyncIterator[InfluxSink]:
-    await sink.start()
-    task = asyncio.create_task(sink.run(), name="influx-runner")
-    try:
-        yield sink
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await sink.stop()
-
-
 # -- which API ------------------------------------------------------------------
 
 
@@ -209,7 +195,7 @@ async def test_every_point_arrives_through_write_with_rp_and_gzip(
         tmp_path, influxd.url, database=db, retention_policy="week", batch_size=64
     )
     readings = [reading(i) for i in range(300)]
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await wait_until(lambda: sink.stats()["points_written"] == 300)
     week = influxd.query('SELECT COUNT("watts") FROM "week"."power"', db)
@@ -238,7 +224,7 @@ async def test_a_field_type_conflict_is_dead_lettered_and_the_rest_arrives(
     config = make_config(tmp_path, influxd.url, database=db, batch_size=40)
     readings = [reading(i) for i in range(40)]
     readings[17] = reading(17, time=early)
-    async with running(InfluxSink(config)) as sink:
+    async with running_sink(InfluxSink(config)) as sink:
         await sink.write(readings)
         await wait_until(lambda: sink.stats()["dead_letters"] == 1)
         await wait_until(lambda: sink.stats()["spool_depth"] == 0)
@@ -288,7 +274,7 @@ async def test_wrong_password_is_one_clear_line_and_points_wait(
         tmp_path, secured.url, database=db, username=WRITER, password="wrong-pass"
     )
     with caplog.at_level(logging.DEBUG, logger="wattd"):
-        async with running(InfluxSink(bad)) as sink:
+        async with running_sink(InfluxSink(bad)) as sink:
             await sink.write([reading(i) for i in range(5)])
             await wait_until(lambda: sink.stats()["retries"] >= 2)
             assert sink.stats()["spool_depth"] == 5

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.fixtures.readings import configured_reading
 from tests.fixtures.waiting import wait_until
 from tests.sinks.mqtt.test_sink import collecting, make_config, reading, running
 from wattd.config import Config, parse_config
-from wattd.core.readings import Reading
 from wattd.sinks.mqtt import hass
 from wattd.sinks.mqtt.session import json_bytes
 
@@ -36,30 +35,10 @@ GOLDEN_STATE = (
 """The state JSON a config without node, site, ids or topic_layout has always sent."""
 
 
-def meter_reading(config: Config, sensor: int = 1) -> Reading:
-    found = config.sensor_meta().get(sensor)
-    name, labels = found if found else (f"sensor-{sensor}", {})
-    return Reading(
-        sensor=sensor,
-        name=name,
-        time=datetime(2024, 5, 1, 8, 0, tzinfo=UTC),
-        monotonic_s=1.0,
-        watts=60.5,
-        va=62.0,
-        vrms=120.1,
-        irms=0.51,
-        power_factor=0.97,
-        wh_total=1234.5,
-        wh_delta=0.03,
-        rssi_dbm=-61,
-        labels=labels,
-    )
-
-
 def state(config: Config, sensor: int = 1) -> bytes:
     own, shared = hass.meter_identities(config)
     doc = hass.state_document(
-        meter_reading(config, sensor),
+        configured_reading(config, sensor),
         frame_errors=2,
         identity=own.get(sensor, shared),
     )
