@@ -4,7 +4,7 @@ Run by hand from the repository root (needs mosquitto and victoria-metrics,
 which ``bash .ci/test`` installs)::
 
     .venv/bin/python benchmarks/bench_e2e.py [--sensors 10,100,1000]
-        [--rate 2000] [--duration 20] [--json results.json]
+        [--rate 2000] [--duration 20] [--json results.json] [--baseline REV|DIR]
 
 For each fleet size the script starts its own mosquitto and VictoriaMetrics
 on free loopback ports and a real ``wattd run`` subprocess with the SQLite
@@ -25,6 +25,15 @@ Reported per fleet size:
 * latency: the k-th MQTT message of a meter is matched with the k-th frame
   written for it; p50/p99 of (message received - frame written);
 * RSS: the daemon's resident set at the end and its peak (VmHWM).
+
+``--baseline REV`` measures the same load twice per fleet size, in turns:
+first with the ``wattd`` package of git revision ``REV`` (exported with
+``git archive`` to a temporary directory, the checkout untouched), then with
+the working tree, and prints both rows and their ratios. ``--baseline DIR``
+takes the ``wattd`` package in ``DIR`` instead (a copy of the tree with some
+files as they were, to measure just those). Machines differ by
+2-3x and so does the load of a shared one, so only a comparison made in one
+run says whether a change made the daemon faster.
 
 The daemon runs with the ``Environment=`` settings of ``systemd/wattd.service``
 (``PYTHONOPTIMIZE=2``: no docstrings in memory), as in production;
@@ -58,8 +67,12 @@ from typing import Any
 
 import aiomqtt
 
-# Run as a script: put the repo root on sys.path so that tests.fixtures imports.
+# Run as a script or loaded by path (benchmarks/soak.py): the repo root on
+# sys.path for tests.fixtures, this folder for e2e_report.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from e2e_report import Result, ratios, table
 
 from tests.fixtures.daemon import (
     DaemonProcess,
@@ -68,6 +81,7 @@ from tests.fixtures.daemon import (
     write_config,
 )
 from tests.fixtures.pty import Pty
+from tests.fixtures.revisions import baseline_code
 from tests.fixtures.services import (
     LOOPBACK,
     MissingBinary,
@@ -162,7 +176,11 @@ def daemon_config(
 
 
 class Daemon(DaemonProcess):
-    """``python -m wattd run``, optionally under cProfile, with its CPU and memory."""
+    """``python -m wattd run``, optionally under cProfile, with its CPU and memory.
+
+    ``code`` is a directory holding another ``wattd`` package to run instead of
+    the working tree's (see ``--baseline``).
+    """
 
     def __init__(
         self,
@@ -171,13 +189,20 @@ class Daemon(DaemonProcess):
         *,
         profile: Path | None = None,
         unit_env: bool = True,
+        code: Path | None = None,
     ) -> None:
         # cProfile sees the event loop thread, which does the per-frame work.
         prof = ["-m", "cProfile", "-o", str(profile)] if profile else []
-        super().__init__(write_config(workdir / "wattd.yaml", config), python_args=prof)
+        # -P keeps the current directory off sys.path, so PYTHONPATH decides
+        # which wattd is imported (the editable install's finder comes last).
+        super().__init__(
+            write_config(workdir / "wattd.yaml", config), python_args=["-P", *prof]
+        )
         # As systemd runs it (the unit's Environment=, e.g. PYTHONOPTIMIZE).
         unit = unit_environment() if unit_env else {}
         self.env = {**env_without_proxies(), **unit, "PYTHONUNBUFFERED": "1"}
+        if code is not None:
+            self.env["PYTHONPATH"] = str(code)
 
     @property
     def pid(self) -> int:
@@ -387,24 +412,6 @@ async def no_clients(stop: asyncio.Event) -> int:
 # -- one benchmark run ---------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    sensors: int
-    target_rate: float
-    frames: int
-    fed_rate: float
-    lost_store: int
-    lost_mqtt: int
-    lost_influx: int
-    lost_decoder: int
-    cpu_us_per_frame: float
-    latency_p50_ms: float
-    latency_p99_ms: float
-    rss_mb: float
-    peak_rss_mb: float
-    dashboard_events: int
-
-
 async def bench_one(
     n_sensors: int,
     rate: float,
@@ -414,6 +421,8 @@ async def bench_one(
     profile: Path | None = None,
     web_clients_on: bool = True,
     unit_env: bool = True,
+    code: Path | None = None,
+    label: str = "working tree",
 ) -> Result:
     meters = varied_meters(n_sensors, seed=n_sensors)
     frames = make_frames(meters, int(rate * duration))
@@ -431,7 +440,7 @@ async def bench_one(
         victoria_url=tsdb.url,
         web_port=web_port,
     )
-    daemon = Daemon(config, workdir, profile=profile, unit_env=unit_env)
+    daemon = Daemon(config, workdir, profile=profile, unit_env=unit_env, code=code)
     sub_task: asyncio.Task[None] | None = None
     try:
         daemon.start()
@@ -469,8 +478,8 @@ async def bench_one(
                 break
             await asyncio.sleep(0.5)
         _, peak = daemon.memory()
-        code = daemon.stop()
-        if code != 0:
+        exit_code = daemon.stop()
+        if exit_code != 0:
             print(daemon.log[-3000:], file=sys.stderr)
         stored = store_counts(workdir / "state" / "wattd.sqlite")
     finally:
@@ -485,6 +494,7 @@ async def bench_one(
         pty.close()
     lat = sorted(sub.latencies) or [float("nan")]
     return Result(
+        code=label,
         sensors=n_sensors,
         target_rate=rate,
         frames=feeder.count,
@@ -500,23 +510,6 @@ async def bench_one(
         peak_rss_mb=round(peak, 1),
         dashboard_events=dashboard_events,
     )
-
-
-def table(results: list[Result]) -> str:
-    head = (
-        "| sensors | frames/s fed | frames | lost (store/MQTT/Influx/decoder) "
-        "| CPU µs/frame | MQTT latency p50 / p99 | RSS (peak) |"
-    )
-    lines = [head, "|---:|---:|---:|:---:|---:|---:|---:|"]
-    lines += [
-        f"| {r.sensors:,} | {r.fed_rate:,.0f} | {r.frames:,} "
-        f"| {r.lost_store}/{r.lost_mqtt}/{r.lost_influx}/{r.lost_decoder} "
-        f"| {r.cpu_us_per_frame:.0f} "
-        f"| {r.latency_p50_ms:.0f} / {r.latency_p99_ms:.0f} ms "
-        f"| {r.rss_mb:.0f} MB ({r.peak_rss_mb:.0f}) |"
-        for r in results
-    ]
-    return "\n".join(lines)
 
 
 async def main(argv: list[str] | None = None) -> int:
@@ -546,8 +539,23 @@ async def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="run the daemon under cProfile; writes DIR/wattd-<sensors>.prof",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV|DIR",
+        help="also run the wattd of git revision REV (or the wattd package in DIR)"
+        " on the same load, in turns, and print the ratios",
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sensors.split(",")]
+    codes: list[tuple[str, Path | None]] = [("working tree", None)]
+    scratch = Path(tempfile.mkdtemp(prefix="wattd-baseline-"))
+    if args.baseline:
+        try:
+            tree = baseline_code(args.baseline, scratch)
+        except SystemExit:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+        codes.insert(0, (f"baseline {Path(args.baseline).name}", tree))
     print(
         f"wattd end-to-end benchmark: Python {platform.python_version()},"
         f" {os.cpu_count()} CPUs; {args.rate:g} frames/s for {args.duration:g} s"
@@ -556,26 +564,34 @@ async def main(argv: list[str] | None = None) -> int:
     )
     results = []
     for n in sizes:
-        workdir = Path(tempfile.mkdtemp(prefix=f"wattd-bench-{n}-"))
-        try:
-            prof = args.profile / f"wattd-{n}.prof" if args.profile else None
-            if prof is not None:
-                prof.parent.mkdir(parents=True, exist_ok=True)
-            result = await bench_one(
-                n,
-                args.rate,
-                args.duration,
-                workdir,
-                profile=prof,
-                web_clients_on=not args.no_web_clients,
-                unit_env=not args.no_unit_env,
-            )
-        finally:
-            if not args.keep:
-                shutil.rmtree(workdir, ignore_errors=True)
-        results.append(result)
-        print(json.dumps(asdict(result)), file=sys.stderr)
+        for index, (label, code) in enumerate(codes):
+            workdir = Path(tempfile.mkdtemp(prefix=f"wattd-bench-{n}-"))
+            try:
+                name = f"wattd-{n}" + ("-baseline" if code is not None else "")
+                prof = args.profile / f"{name}.prof" if args.profile else None
+                if prof is not None:
+                    prof.parent.mkdir(parents=True, exist_ok=True)
+                result = await bench_one(
+                    n,
+                    args.rate,
+                    args.duration,
+                    workdir,
+                    profile=prof,
+                    web_clients_on=not args.no_web_clients,
+                    unit_env=not args.no_unit_env,
+                    code=code,
+                    label=label,
+                )
+            finally:
+                if not args.keep:
+                    shutil.rmtree(workdir, ignore_errors=True)
+            results.append(result)
+            print(json.dumps({"run": index, **asdict(result)}), file=sys.stderr)
+    shutil.rmtree(scratch, ignore_errors=True)
     print(table(results))
+    if args.baseline:
+        print(f"\nworking tree / {codes[0][0]}:\n")
+        print(ratios(results))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     ok = all(

@@ -3,6 +3,7 @@
 Run by hand from the repository root (needs the ``mosquitto`` binary)::
 
     .venv/bin/python benchmarks/bench_mqtt.py [--readings 20000] [--json out.json]
+        [--baseline REV|DIR]
 
 The script starts its own mosquitto on a free loopback port and, for each
 case, a fresh :class:`~wattd.sinks.mqtt.sink.MqttSink` with its own spool file. The
@@ -16,6 +17,11 @@ batch) and QoS 1 with per-field topics (nine messages per reading). There is
 no subscriber in the process: the sink counts what it published, so the CPU
 figure (``time.process_time``: event loop plus spool thread) is the sink's
 alone; mosquitto's own CPU is not included.
+
+``--baseline REV`` first runs the same cases with the ``wattd`` package of git
+revision ``REV`` (exported with ``git archive``; the checkout is untouched),
+in a child process, and prints both tables and the ratio of CPU per reading.
+``--baseline DIR`` takes the ``wattd`` package in ``DIR`` instead.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,13 +45,17 @@ if TYPE_CHECKING:
 
 # Run as a script: put the repo root on sys.path so that tests.fixtures imports.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# A --baseline child: another revision's wattd package goes first.
+sys.path.insert(0, os.environ.get("WATTD_BENCH_CODE") or sys.path[0])
 
+from tests.fixtures.revisions import baseline_code
 from tests.fixtures.services import MissingBinary, Mosquitto, running
 from wattd.config import Config
 from wattd.core.readings import Reading
 from wattd.sinks.mqtt.sink import MqttSink
 
 BATCH = 1000
+CODE_ENV = "WATTD_BENCH_CODE"
 
 
 @dataclass
@@ -165,15 +177,51 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def baseline_results(rev: str, n: int) -> list[Result]:
+    """The cases run by revision ``rev``'s wattd, in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = baseline_code(rev, Path(tmp) / "code")
+        out = Path(tmp) / "baseline.json"
+        subprocess.run(
+            [sys.executable, "-P", __file__, "--readings", str(n), "--json", str(out)],
+            check=True,
+            env={**os.environ, CODE_ENV: str(tree)},
+            stdout=subprocess.DEVNULL,
+        )
+        return [Result(**row) for row in json.loads(out.read_text())]
+
+
+def ratios(new: list[Result], old: list[Result]) -> str:
+    lines = ["| case | CPU µs/reading, new / baseline |", "|---|---|"]
+    lines += [
+        f"| {n.case} | {n.cpu_us_per_reading / o.cpu_us_per_reading:.2f}x |"
+        for n, o in zip(new, old, strict=True)
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--readings", type=int, default=20_000)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV|DIR",
+        help="also run the wattd of git revision REV (or the wattd package in DIR)",
+    )
     args = parser.parse_args()
+    old = baseline_results(args.baseline, args.readings) if args.baseline else []
     results = asyncio.run(main_async(args.readings))
     machine = platform.processor() or platform.machine()
     print(f"{machine}, Python {platform.python_version()}, mosquitto on loopback")
+    if old:
+        print(f"\nbaseline {args.baseline}:\n")
+        print(table(old))
+        print("\nworking tree:\n")
     print(table(results))
+    if old:
+        print(f"\nworking tree / baseline {args.baseline}:\n")
+        print(ratios(results, old))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 

@@ -66,7 +66,24 @@ def shell_commands(text: str) -> list[list[str]]:
                     words = []
                 else:
                     words.append(token)
-    return [strip_sudo(c) for c in out]
+    return [strip_sudo(strip_redirects(c)) for c in out]
+
+
+REDIRECTS = {">", ">>", "<", "2>", "2>>"}
+
+
+def strip_redirects(words: list[str]) -> list[str]:
+    """The command without its shell redirections (``> out.jsonl``)."""
+    out: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in REDIRECTS:
+            skip = True
+        else:
+            out.append(word)
+    return out
 
 
 def strip_sudo(words: list[str]) -> list[str]:

@@ -29,6 +29,7 @@ BOOK = """\
 sensors:
   - {address: 4, labels: {node: hall1-b}, tariff: special}
   - {address: 9, labels: {id: A-17}, tariff: special}
+  - {address: 11, id: B-2, tariff: special}
   - {address: 60001, labels: {id: hall2-a/7}, tariff: special}
   - {address: 5, name: local-only, tariff: special}
 tariffs:
@@ -189,6 +190,7 @@ def test_fleet_tariffs_follow_the_local_precedence() -> None:
             FleetMeter(key="hall1-a/3", node="hall1-a", location="hall1"),
             FleetMeter(key="hall1-b/4", node="hall1-b", address="4", rack="r1"),
             FleetMeter(key="A-17", node="hall2-a", address="2"),
+            FleetMeter(key="B-2", node="hall2-b", address="3"),
             FleetMeter(key="hall2-a/7", node="hall2-a", address="7"),
             FleetMeter(key="hall2-a/5", node="hall2-a", address="5"),
         )
@@ -203,6 +205,7 @@ def test_fleet_tariffs_follow_the_local_precedence() -> None:
         "hall1-a/3": ("location", "site"),
         "hall1-b/4": ("sensor", "special"),
         "A-17": ("sensor", "special"),
+        "B-2": ("sensor", "special"),  # the id field, not a label
         "hall2-a/7": ("sensor", "special"),
         "hall2-a/5": ("default", "flat"),  # the entry without node is this host's
     }

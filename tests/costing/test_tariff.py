@@ -384,7 +384,11 @@ def test_the_documented_example_config_is_valid(
 
     doc = (REPO_ROOT / "docs" / "cost.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
+    # The market block names the example files; read them from their folder.
+    market = parse_config(blocks[1], REPO_ROOT / "config" / "examples" / "doc.yaml")
+    assert market.tariffs.plans["spot"].prices is not None
+    assert market.locations["fra-1"].co2 is not None
     monkeypatch.setenv("X_ACCESS_TOKEN", "t")
     monkeypatch.setenv("X_ACCESS_TOKEN_SECRET", "s")
     config = parse_config(blocks[0])
@@ -394,7 +398,7 @@ def test_the_documented_example_config_is_valid(
     assert book.for_sensor(1).pue == 1.35
     # The summaries block needs its credential files; check its shape only.
     text = (
-        blocks[1]
+        blocks[2]
         .replace("_file: /etc/wattd/", ": secret-")
         .replace("enabled: true", "enabled: false")
     )

@@ -12,13 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
 from wattd.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from wattd.cli._args import config_path, positive_int
+from wattd.cli._progress import (
+    EXIT_STOPPED,
+    ProgressLine,
+    add_progress_argument,
+)
 from wattd.cli._signals import on_stop_signals
 from wattd.cli.query import (
     TIME_HELP,
@@ -36,10 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["register"]
 
 CHECKPOINT_NAME: Final = "backfill.json"
-PROGRESS_EVERY_S: Final = 0.5
-"""The progress line is redrawn at most this often."""
-EXIT_STOPPED: Final = 130
-"""Stopped by Ctrl-C or SIGTERM, as a shell reports SIGINT."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,6 +103,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help=f"progress file (default: {CHECKPOINT_NAME} in state_dir)",
     )
+    add_progress_argument(parser)
     parser.set_defaults(func=backfill_command)
 
 
@@ -170,7 +171,7 @@ async def _backfill(
     )
     path = args.checkpoint or config.state_dir / CHECKPOINT_NAME
     checkpoint = Checkpoint.load(path, job.key, restart=args.restart)
-    progress = _Progress(sys.stderr)
+    progress = _Progress(sys.stderr, force=args.progress)
     stop = asyncio.Event()
     writer = InfluxWriter(target)
     try:
@@ -250,30 +251,19 @@ async def _backfill_gaps(
 
 
 class _Progress:
-    """One line redrawn in place on a terminal; nothing otherwise."""
+    """The backfill's progress line (on a terminal, or with ``--progress``)."""
 
-    def __init__(self, out: TextIO) -> None:
-        self._out = out
-        self._tty = out.isatty()
-        self._drawn_at = 0.0
-        self._width = 0
+    def __init__(self, out: TextIO, *, force: bool = False) -> None:
+        self._line = ProgressLine(out, "backfill", force=force)
 
     def show(self, p: BackfillProgress) -> None:
-        if not self._tty or time.monotonic() - self._drawn_at < PROGRESS_EVERY_S:
-            return
-        self._drawn_at = time.monotonic()
-        text = (
-            f"backfill: {p.fraction * 100:5.1f} %  {p.points_sent:,} points"
-            f"  {p.points_per_s:,.0f} points/s"
+        self._line.show(
+            p.fraction,
+            f"{p.points_sent:,} points  {p.points_per_s:,.0f} points/s",
         )
-        self._out.write("\r" + text.ljust(self._width))
-        self._out.flush()
-        self._width = len(text)
 
     def clear(self) -> None:
-        if self._tty and self._width:
-            self._out.write("\r" + " " * self._width + "\r")
-            self._out.flush()
+        self._line.clear()
 
 
 def _summary(result: BackfillResult, where: str, out: TextIO) -> None:

@@ -14,7 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from wattd.cli._batchreplay import (
+    BatchReplay,
+    batch_source,
+    capture_mode,
+    summary_line,
+    warn_unknown,
+)
 from wattd.cli._invocation import wattd_command
+from wattd.cli._progress import EXIT_STOPPED, add_progress_argument
 from wattd.cli.output import ReadingWriter
 from wattd.config import Config, load_config, pipeline_settings
 from wattd.core.frames import (
@@ -66,6 +74,7 @@ def register(sub: Any) -> None:
         action="append",
         help="only print readings of this sensor address (repeatable)",
     )
+    add_progress_argument(p)
     p.set_defaults(func=run)
 
 
@@ -76,12 +85,30 @@ def run(args: argparse.Namespace) -> int:
     if args.speed is not None and args.speed < 0:
         log.error("--speed must be 0 or more, got %s", args.speed)
         return 2
-    replay = Replay(config, ReadingWriter(sys.stdout, args.format), args.sensor)
+    writer = ReadingWriter(sys.stdout, args.format)
     if args.capture == "-":
         chunks = _stdin_chunks(forced)
     else:
-        chunks = _file_chunks(Path(args.capture), forced, args.speed)
-    asyncio.run(replay.run(chunks))
+        path = Path(args.capture)
+        source = batch_source(path, forced, args.speed)
+        if source is not None:
+            from wattd.core.batch import UNAVAILABLE_MESSAGE, available
+
+            if available():
+                replay_batches = BatchReplay(
+                    config, writer, sys.stdout, args.format, args.sensor
+                )
+                return replay_batches.run(source, progress=args.progress)
+            log.info(UNAVAILABLE_MESSAGE)
+        chunks = _file_chunks(path, forced, args.speed)
+    replay = Replay(config, writer, args.sensor)
+    try:
+        asyncio.run(replay.run(chunks))
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        replay.report(sys.stderr)
+        sys.stderr.write("wattd replay: interrupted; every line written is complete\n")
+        return EXIT_STOPPED
     replay.report(sys.stderr)
     return 0
 
@@ -120,16 +147,7 @@ class Replay:
                     port="replay",
                 )
                 for addr in self.pipeline.drain_new_unknown():
-                    log.warning(
-                        "sensor %d is not in the config: using default calibration"
-                        " (current_zero %.1f, %.1f counts/A, %g V, %d Hz);"
-                        " add it under sensors: to calibrate it",
-                        addr,
-                        self._default("current_zero"),
-                        self._default("counts_per_amp"),
-                        self.config.mains.nominal_vrms,
-                        self.config.mains.frequency_hz,
-                    )
+                    warn_unknown(addr, self.config)
                 if reading is None or (self.only and reading.sensor not in self.only):
                     continue
                 self.writer.write(reading)
@@ -140,39 +158,25 @@ class Replay:
             elif isinstance(ev, ModemStatusFrame):
                 log.info("radio modem status: %s", ev.description)
 
-    @staticmethod
-    def _default(field: str) -> float:
-        from wattd.config import SensorConfig
-
-        return float(SensorConfig.model_fields[field].default)
-
     def report(self, stream: TextIO) -> None:
         """Print a one-line summary of what was decoded."""
         stats = self.decoder.stats if self.decoder else None
-        parts = [f"{self.readings} readings"]
-        if stats is not None:
-            parts.append(f"{stats.frames_ok} frames ok")
-            parts.extend(f"{n} {reason}" for reason, n in sorted(self.rejects.items()))
-            if stats.garbage_bytes:
-                parts.append(f"{stats.garbage_bytes} garbage bytes")
-        skipped = sum(self.pipeline.skipped.values())
-        if skipped:
-            parts.append(f"{skipped} frames without a usable waveform")
-        stream.write("wattd replay: " + ", ".join(parts) + "\n")
+        stream.write(
+            summary_line(
+                self.readings,
+                None if stats is None else stats.frames_ok,
+                self.rejects,
+                0 if stats is None else stats.garbage_bytes,
+                sum(self.pipeline.skipped.values()),
+            )
+        )
 
 
 async def _file_chunks(
     path: Path, forced_mode: int | None, speed: float | None
 ) -> AsyncIterator[tuple[int, ReplayChunk]]:
     capture = load_capture(path)
-    mode = forced_mode or capture.api_mode
-    if forced_mode and capture.api_mode_detected and forced_mode != capture.api_mode:
-        log.warning(
-            "%s looks like API mode %d, decoding as mode %d as asked",
-            path,
-            capture.api_mode,
-            forced_mode,
-        )
+    mode = capture_mode(capture, forced_mode, path)
     async for chunk in replay_capture(capture, speed=speed):
         yield mode, chunk
 

@@ -13,16 +13,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
 from wattd.cli._args import add_config, config_path
 from wattd.cli._invocation import wattd_command
-from wattd.errors import TariffError, TsdbError
+from wattd.cli._store import (
+    PASSWORD_ENV,
+    SOURCE_HELP,
+    add_store_options,
+    open_store,
+    source_arg,
+    store_usage,
+)
+from wattd.errors import TariffError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -38,30 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["parse_when", "register"]
 
 log = logging.getLogger(__name__)
-
-PASSWORD_ENV: Final = "WATTD_SOURCE_PASSWORD"  # noqa: S105 - a variable's name
-"""Where the store's password comes from without --password-file."""
-MAX_PASSWORD_BYTES: Final = 64 * 1024
-
-
-class Source(NamedTuple):
-    """A central store given as ``--source KIND=URL``."""
-
-    kind: str
-    url: str
-
-
-def source_arg(text: str) -> Source:
-    """``victoriametrics=URL`` or ``influxdb=URL`` (argparse type)."""
-    from wattd.clients.tsdb import KINDS
-
-    kind, sep, url = text.partition("=")
-    if not sep or kind not in KINDS or not url:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not KIND=URL with KIND one of {', '.join(KINDS)}"
-            " (for example victoriametrics=http://vm:8428)"
-        )
-    return Source(kind, url)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -84,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             " --format csv\n"
             f"  {wattd} report --period month --by customer --only acme"
             " --format html -o acme.html\n"
+            f"  {wattd} report --period month --previous --customer acme"
+            " --format csv -o acme-bill.csv\n"
             f"  {wattd} report --period month --by customer"
             " --source victoriametrics=http://vm:8428\n"
             f"  {PASSWORD_ENV}=... {wattd} report --by node"
@@ -127,6 +112,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="keep only this group (repeatable); the HTML report then shows it",
     )
     p.add_argument(
+        "--customer",
+        metavar="NAME",
+        help="a bill for one customer: only its meters, one row each, with"
+        " standing charges and the comparison (--format csv: the bill as CSV)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="add what the energy would have cost at each location and shifted"
+        " to cheap hours (an estimate; always on with --customer)",
+    )
+    p.add_argument(
         "--format", choices=["table", "csv", "json", "html"], default="table"
     )
     p.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
@@ -141,37 +138,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--source",
         type=source_arg,
         metavar="KIND=URL",
-        help="read every host's meters from the fleet's central store instead:"
-        " victoriametrics=URL or influxdb=URL (InfluxDB 1.x or 3, InfluxQL)",
+        help=f"read every host's meters instead from {SOURCE_HELP}",
     )
     p.add_argument("--title", help="report title (default: Energy report)")
-    fleet = p.add_argument_group("central store (with --source)")
-    fleet.add_argument(
-        "--database",
-        metavar="NAME",
-        help="InfluxDB database (default: influxdb.database of the config)",
-    )
-    fleet.add_argument(
-        "--retention-policy",
-        metavar="NAME",
-        help="InfluxDB retention policy (default: influxdb.retention_policy of the"
-        " config, else the database's default)",
-    )
-    fleet.add_argument(
-        "--username", metavar="NAME", help="user for HTTP basic auth on the store"
-    )
-    fleet.add_argument(
-        "--password-file",
-        type=Path,
-        metavar="FILE",
-        help=f"file holding the user's password (default: ${PASSWORD_ENV})",
-    )
+    add_store_options(p, "central store (with --source)")
     p.set_defaults(func=report_command)
 
 
 def report_command(args: argparse.Namespace) -> int:
     """Build and print (or write) the report."""
     from wattd.config import load_config
+    from wattd.costing.billing import customer_report
+    from wattd.costing.compare import ComparisonBuilder
     from wattd.costing.report.engine import build_report, period_range
     from wattd.costing.tariff import TariffBook
 
@@ -181,7 +159,9 @@ def report_command(args: argparse.Namespace) -> int:
     if args.period and (args.start or args.end):
         print("wattd report: give --period or --from/--to, not both", file=sys.stderr)
         return EXIT_USAGE
-    problem = _fleet_usage(args)
+    problem = store_usage(args)
+    if args.customer is not None and (args.only or args.by != "sensor"):
+        problem = "--customer lists the customer's meters; drop --by and --only"
     if problem:
         print(f"wattd report: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -196,17 +176,33 @@ def report_command(args: argparse.Namespace) -> int:
             args.period or "month", now, tz, previous=args.previous
         )
     with _intervals(config, args, start, end) as (intervals, book, fleet):
-        report = build_report(
-            config,
-            intervals,
-            start,
-            end,
-            by=args.by,
-            only=tuple(args.only),
-            title=args.title,
-            now=now,
-            book=book,
-        )
+        if args.customer is not None:
+            report = customer_report(
+                config,
+                intervals,
+                start,
+                end,
+                customer=args.customer,
+                now=now,
+                book=book,
+                title=args.title,
+            )
+        else:
+            builder = None
+            if args.compare:
+                builder = ComparisonBuilder(config, start, end, book=book)
+            report = build_report(
+                config,
+                intervals,
+                start,
+                end,
+                by=args.by,
+                only=tuple(args.only),
+                title=args.title,
+                now=now,
+                book=book,
+                comparison=builder,
+            )
     text = _render(report, args.format, args.only, fleet)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
@@ -226,6 +222,7 @@ def _render(report: Report, fmt: str, only: list[str], fleet: FleetNotes | None)
     """The report in ``fmt``; a fleet report's JSON also lists duplicates, clocks."""
     import json
 
+    from wattd.costing.report.bill import render_bill_csv
     from wattd.costing.report.html import render_html
     from wattd.costing.report.text import (
         render_csv,
@@ -235,7 +232,7 @@ def _render(report: Report, fmt: str, only: list[str], fleet: FleetNotes | None)
     )
 
     if fmt == "csv":
-        return render_csv(report)
+        return render_bill_csv(report) if report.customer else render_csv(report)
     if fmt == "json":
         if fleet is None:
             return render_json(report)
@@ -246,29 +243,6 @@ def _render(report: Report, fmt: str, only: list[str], fleet: FleetNotes | None)
     if fmt == "html":
         return render_html(report, group=only[0] if len(only) == 1 else None)
     return render_table(report)
-
-
-def _fleet_usage(args: argparse.Namespace) -> str | None:
-    """What is wrong with the central-store options, if anything."""
-    given = [
-        option
-        for option, value in (
-            ("--database", args.database),
-            ("--retention-policy", args.retention_policy),
-            ("--username", args.username),
-            ("--password-file", args.password_file),
-        )
-        if value is not None
-    ]
-    if args.source is None:
-        return f"{given[0]} goes with --source" if given else None
-    if args.source.kind != "influxdb":
-        for option in ("--database", "--retention-policy"):
-            if option in given:
-                return f"{option} is for --source influxdb=URL"
-    if args.password_file is not None and args.username is None:
-        return "--password-file goes with --username"
-    return None
 
 
 @contextlib.contextmanager
@@ -307,7 +281,6 @@ def _fleet_intervals(
     the points just before the range are read first; the minutes follow as
     the report asks.
     """
-    from wattd.clients.tsdb import open_reader
     from wattd.costing.clocks import clock_warning, node_clocks
     from wattd.costing.fleet import (
         BASELINE_S,
@@ -320,16 +293,8 @@ def _fleet_intervals(
         without_duplicates,
     )
 
-    source: Source = args.source
-    reader = open_reader(
-        source.kind,
-        source.url,
-        measurement=config.influxdb.measurement,
-        database=args.database or config.influxdb.database,
-        retention_policy=args.retention_policy or config.influxdb.retention_policy,
-        username=args.username,
-        password=_password(args) if args.username is not None else None,
-    )
+    source = args.source
+    reader = open_store(config, args)
     first_s, last_s = minute_bounds(start, end)
     meters, notes = fleet_meters(reader.last_points(first_s, last_s))
     for note in notes:
@@ -359,35 +324,6 @@ def _fleet_intervals(
         intervals_from_minutes(baseline, minutes), duplicates
     )
     return intervals, FleetBook(config, meters), FleetNotes(duplicates, clocks)
-
-
-def _password(args: argparse.Namespace) -> str:
-    """The store password from --password-file, else from the environment.
-
-    Raises:
-        TsdbError: neither is there, or the file is unreadable or blank.
-    """
-    path: Path | None = args.password_file
-    if path is None:
-        secret = os.environ.get(PASSWORD_ENV, "").strip()
-        if not secret:
-            raise TsdbError(
-                f"--username {args.username} needs a password: give --password-file"
-                f" FILE or set ${PASSWORD_ENV}"
-            )
-        return secret
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_PASSWORD_BYTES + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TsdbError(f"cannot read --password-file {path}: {reason}") from None
-    text = data.decode("utf-8", "replace").strip()
-    if len(data) > MAX_PASSWORD_BYTES or not text or "\n" in text:
-        raise TsdbError(
-            f"--password-file {path} should hold just the password on one line"
-        )
-    return text
 
 
 def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:

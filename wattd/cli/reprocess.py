@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TextIO
 
 from wattd.cli import EXIT_OK, EXIT_USAGE
+from wattd.cli._args import positive_int
+from wattd.cli._progress import (
+    EXIT_STOPPED,
+    ProgressLine,
+    add_progress_argument,
+    stop_on_signals,
+)
 from wattd.cli.query import (
     TIME_HELP,
     UsageError,
@@ -48,13 +56,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="compute and report, change nothing",
     )
+    parser.add_argument(
+        "--batch-frames",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="archived frames decoded at a time (default 20000)",
+    )
+    add_progress_argument(parser)
     parser.set_defaults(func=reprocess_command)
 
 
 def reprocess_command(args: argparse.Namespace) -> int:
     """Run ``wattd reprocess``."""
     # Imported here so `wattd --help` stays fast.
-    from wattd.ops.reprocess import reprocess
+    from wattd.ops.reprocess import FRAME_BATCH, ReprocessStopped, reprocess
     from wattd.storage.store import Store, to_ns
 
     config, path = load_for_store(args)
@@ -70,20 +86,36 @@ def reprocess_command(args: argparse.Namespace) -> int:
         end = parse_time(args.to, now=now)
         if end <= start:
             raise UsageError("--to must be later than --from")
-        with Store.open(path) as store:
+        line = ProgressLine(sys.stderr, "wattd reprocess", force=args.progress)
+        started = time.monotonic()
+
+        def progress(frames: int, share: float) -> None:
+            rate = frames / max(time.monotonic() - started, 1e-9)
+            line.show(share, f"{frames:,} frames  {rate:,.0f} frames/s")
+
+        with Store.open(path) as store, stop_on_signals() as stop:
             sensors = resolve_sensors(args.sensor, config, store.known_sensors())
-            summary = reprocess(
-                store,
-                config,
-                to_ns(start),
-                to_ns(end),
-                now_ns=to_ns(now),
-                sensors=sensors,
-                dry_run=args.dry_run,
-            )
+            try:
+                summary = reprocess(
+                    store,
+                    config,
+                    to_ns(start),
+                    to_ns(end),
+                    now_ns=to_ns(now),
+                    sensors=sensors,
+                    dry_run=args.dry_run,
+                    batch_frames=args.batch_frames or FRAME_BATCH,
+                    stop=lambda: bool(stop),
+                    on_progress=progress,
+                )
+            finally:
+                line.clear()
     except UsageError as exc:
         print(f"wattd reprocess: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ReprocessStopped as exc:
+        print(f"wattd reprocess: {exc}", file=sys.stderr)
+        return EXIT_STOPPED
     print_summary(summary, sys.stdout)
     return EXIT_OK
 

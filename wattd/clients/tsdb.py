@@ -18,28 +18,18 @@ return the plain rows of :mod:`wattd.costing.fleet`.
   ``last("frame_hash")`` per minute in a query of its own.
 
 Both also read each node's latest clock probe (:mod:`wattd.costing.clocks`):
-the probe's value and the time the store gave it on receipt.
-
-The HTTP is the standard library's: one POST per query, HTTP basic auth when a
-user is given, and no proxy from the environment (a proxy set for downloads
-would otherwise carry the store's queries). Every failure is one
-:class:`~wattd.errors.TsdbError` line that names the store and what to check.
+the probe's value and the time the store gave it on receipt; and, for
+``wattd fleet status`` (:mod:`wattd.costing.fleetstatus`), each node's latest
+health probe and each series' number of minutes with a point in a window.
+The HTTP is in :mod:`wattd.clients.tsdbhttp`.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import http.client
-import json
 import math
-import socket
-import ssl
-import urllib.error
-import urllib.parse
-import urllib.request
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
+from wattd.clients.tsdbhttp import StoreHttp, shorten
 from wattd.costing.clocks import CLOCK_FIELD, CLOCK_MEASUREMENT, ClockProbe
 from wattd.costing.fleet import (
     MINUTE_S,
@@ -50,10 +40,13 @@ from wattd.costing.fleet import (
     SeriesPoint,
     series_labels,
 )
+from wattd.costing.fleetstatus import (
+    NODE_FIELDS,
+    NODE_MEASUREMENT,
+    MeterMinutes,
+    NodeProbe,
+)
 from wattd.errors import TsdbError
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
 
 __all__ = [
     "KINDS",
@@ -70,7 +63,6 @@ QUERY_TIMEOUT_S: Final = 120.0
 _EDGE_S: Final = 0.001
 """Windows end this much before a minute's end: one millisecond, the store's
 resolution."""
-_MESSAGE_CHARS: Final = 300
 _CHUNK_ROWS: Final = 10_000
 
 
@@ -93,6 +85,14 @@ class TsdbReader(Protocol):
         """The last clock probe of every node within ``[start_s, end_s)``."""
         ...
 
+    def node_probes(self, start_s: int, end_s: int) -> list[NodeProbe]:
+        """The last health probe of every node within ``[start_s, end_s)``."""
+        ...
+
+    def minutes_with_data(self, start_s: int, end_s: int) -> list[MeterMinutes]:
+        """Per series, the minutes of ``[start_s, end_s)`` with an energy point."""
+        ...
+
 
 def open_reader(
     kind: str,
@@ -110,7 +110,9 @@ def open_reader(
     Raises:
         TsdbError: an unknown kind, or InfluxDB without a database.
     """
-    http = _Http(kind, url, username=username, password=password, timeout_s=timeout_s)
+    http = StoreHttp(
+        kind, url, username=username, password=password, timeout_s=timeout_s
+    )
     if kind == "victoriametrics":
         return VictoriaMetricsReader(http, measurement)
     if kind == "influxdb":
@@ -123,7 +125,7 @@ def open_reader(
 class VictoriaMetricsReader:
     """Minute figures from VictoriaMetrics' ``/api/v1/query_range``."""
 
-    def __init__(self, http: _Http, measurement: str) -> None:
+    def __init__(self, http: StoreHttp, measurement: str) -> None:
         self._http = http
         self._wh = _selector(f"{measurement}_wh_total")
         self._watts = _selector(f"{measurement}_watts")
@@ -201,6 +203,37 @@ class VictoriaMetricsReader:
             if labels in times and (node := dict(labels).get("node"))
         ]
 
+    def node_probes(self, start_s: int, end_s: int) -> list[NodeProbe]:
+        """The last health probe of every node within ``[start_s, end_s)``."""
+        window = f"[{end_s - start_s}s]"
+        at = f"{end_s - _EDGE_S:.3f}"
+        first = _selector(f"{NODE_MEASUREMENT}_{NODE_FIELDS[0]}")
+        times = self._instant(f"tlast_over_time({first}{window})", at, nocache=True)
+        fields: dict[SeriesLabels, dict[str, float]] = {}
+        for name in NODE_FIELDS:
+            metric = _selector(f"{NODE_MEASUREMENT}_{name}")
+            query = f"last_over_time({metric}{window})"
+            for labels, value in self._instant(query, at, nocache=True).items():
+                fields.setdefault(labels, {})[name] = value
+        return [
+            NodeProbe(node=node, stored_s=stored_s, fields=fields.get(labels, {}))
+            for labels, stored_s in times.items()
+            if (node := dict(labels).get("node"))
+        ]
+
+    def minutes_with_data(self, start_s: int, end_s: int) -> list[MeterMinutes]:
+        """Per series, the minutes of ``[start_s, end_s)`` with an energy point."""
+        span = end_s - start_s
+        if span < MINUTE_S:
+            return []
+        # The subquery's steps fall on whole minutes; each counts its minute.
+        inner = f"count_over_time({self._wh}[{MINUTE_S}s])"
+        query = f"count_over_time(({inner})[{span}s:{MINUTE_S}s])"
+        return [
+            MeterMinutes(labels=labels, minutes=int(value))
+            for labels, value in self._instant(query, str(end_s), nocache=True).items()
+        ]
+
     def _instant(
         self, query: str, at: str, *, nocache: bool = False
     ) -> dict[SeriesLabels, float]:
@@ -247,7 +280,7 @@ class InfluxQLReader:
 
     def __init__(
         self,
-        http: _Http,
+        http: StoreHttp,
         measurement: str,
         database: str,
         retention_policy: str | None,
@@ -261,6 +294,10 @@ class InfluxQLReader:
             clock = f"{_identifier(retention_policy)}.{clock}"
         self._from = source
         self._clock = clock
+        node = _identifier(NODE_MEASUREMENT)
+        self._node = (
+            f"{_identifier(retention_policy)}.{node}" if retention_policy else node
+        )
 
     def last_points(self, start_s: int, end_s: int) -> list[SeriesPoint]:
         """The last energy point of every series within ``[start_s, end_s)``."""
@@ -338,6 +375,49 @@ class InfluxQLReader:
             if (sent := _number(row.get("sent"))) is not None
         ]
 
+    def node_probes(self, start_s: int, end_s: int) -> list[NodeProbe]:
+        """The last health probe of every node within ``[start_s, end_s)``."""
+        where = f"time >= {start_s}s AND time < {end_s}s"
+        query = (
+            f"SELECT * FROM {self._node} WHERE {where}"  # noqa: S608 - quoted identifier
+            ' GROUP BY "node" ORDER BY time DESC LIMIT 1'
+        )
+        out = []
+        for labels, rows in self._series(query).items():
+            node = dict(labels).get("node")
+            for row in rows[:1]:
+                fields = {
+                    name: value
+                    for name in NODE_FIELDS
+                    if (value := _number(row.get(name))) is not None
+                }
+                if node:
+                    out.append(
+                        NodeProbe(node=node, stored_s=row["time"] / 1000, fields=fields)
+                    )
+        return out
+
+    def minutes_with_data(self, start_s: int, end_s: int) -> list[MeterMinutes]:
+        """Per series, the minutes of ``[start_s, end_s)`` with an energy point."""
+        inner = _select(
+            'count("wh_total") AS "n"',
+            self._from,
+            start_s,
+            end_s,
+            "time(1m), * fill(none)",
+        )
+        where = f"time >= {start_s}s AND time < {end_s}s"
+        query = (
+            f'SELECT count("n") AS "minutes" FROM ({inner})'  # noqa: S608 - as above
+            f" WHERE {where} GROUP BY *"
+        )
+        return [
+            MeterMinutes(labels=labels, minutes=int(value))
+            for labels, rows in self._series(query).items()
+            for row in rows
+            if (value := _number(row.get("minutes"))) is not None
+        ]
+
     def _series(self, query: str) -> dict[SeriesLabels, list[dict[str, Any]]]:
         """Rows of each series (``time`` in epoch ms), joined over the chunks."""
         params = {
@@ -352,7 +432,7 @@ class InfluxQLReader:
             for result in answer.get("results", []):
                 if "error" in result:
                     raise TsdbError(
-                        f"{self._http.where}: {_shorten(str(result['error']))};"
+                        f"{self._http.where}: {shorten(str(result['error']))};"
                         " check --database and --retention-policy"
                     )
                 for series in result.get("series", []):
@@ -364,159 +444,16 @@ class InfluxQLReader:
                         for values in series.get("values", [])
                     )
             if "error" in answer:
-                raise TsdbError(f"{self._http.where}: {_shorten(str(answer['error']))}")
+                raise TsdbError(f"{self._http.where}: {shorten(str(answer['error']))}")
         return out
 
 
-# -- HTTP -------------------------------------------------------------------------
-
-
-class _Http:
-    """POSTs forms to one store and turns every failure into a TsdbError."""
-
-    def __init__(
-        self,
-        kind: str,
-        url: str,
-        *,
-        username: str | None,
-        password: str | None,
-        timeout_s: float,
-    ) -> None:
-        self.base = url.rstrip("/")
-        self.where = f"{kind} at {self.base}"
-        parts = urllib.parse.urlsplit(self.base)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise TsdbError(
-                f"{self.where}: the URL must start with http:// or https://"
-            )
-        if parts.username is not None or parts.password is not None:
-            # Keeps passwords out of the command line and the process list.
-            raise TsdbError(
-                f"{kind}: put the user in --username and the password in"
-                " --password-file or $WATTD_SOURCE_PASSWORD, not in the URL"
-            )
-        self.timeout_s = timeout_s
-        self._headers = {"Accept": "application/json"}
-        if username is not None:
-            pair = f"{username}:{password or ''}".encode()
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def post_json(self, path: str, params: Mapping[str, str]) -> Any:
-        """The JSON answer to one query."""
-        with self._open(path, params) as response:
-            try:
-                return json.loads(self._read(response.read))
-            except ValueError:
-                raise self._not_json(path) from None
-
-    def post_json_lines(self, path: str, params: Mapping[str, str]) -> Iterator[Any]:
-        """The answer's JSON documents, one per line, as they arrive."""
-        with self._open(path, params) as response:
-            while line := self._read(response.readline):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except ValueError:
-                        raise self._not_json(path) from None
-
-    @contextlib.contextmanager
-    def _open(
-        self, path: str, params: Mapping[str, str]
-    ) -> Iterator[http.client.HTTPResponse]:
-        body = urllib.parse.urlencode(params).encode()
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            self.base + path, data=body, headers=self._headers, method="POST"
-        )
-        try:
-            response = self._opener.open(request, timeout=self.timeout_s)
-        except urllib.error.HTTPError as exc:
-            raise self._refused(path, exc) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(exc) from None
-        with response:
-            yield response
-
-    def _read(self, read: Callable[[], bytes]) -> bytes:
-        """One read of the answer; a connection lost meanwhile is a TsdbError."""
-        try:
-            return read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._unreachable(exc) from None
-
-    def _not_json(self, path: str) -> TsdbError:
-        return TsdbError(
-            f"{self.where}: {path} did not answer with JSON; is the URL the store's"
-            " base URL (for example http://host:8428 or http://host:8086)?"
-        )
-
-    def _refused(self, path: str, exc: urllib.error.HTTPError) -> TsdbError:
-        status = exc.code
-        said = _server_message(exc.read(4096))
-        detail = f"HTTP {status}: {said}" if said else f"HTTP {status}"
-        if status in {401, 403}:
-            return TsdbError(
-                f"{self.where} refused the credentials ({detail}); check --username"
-                " and the password (--password-file or $WATTD_SOURCE_PASSWORD)"
-            )
-        if status == 404:
-            return TsdbError(
-                f"{self.where} has no {path} ({detail}); is the URL the store's"
-                " base URL, and is the store of that kind?"
-            )
-        return TsdbError(f"{self.where} refused the query ({detail})")
-
-    def _unreachable(self, exc: Exception) -> TsdbError:
-        reason: object = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-        if isinstance(reason, TimeoutError | socket.timeout):
-            return TsdbError(
-                f"{self.where} did not answer within {self.timeout_s:g} s;"
-                " it is overloaded or unreachable"
-            )
-        if isinstance(reason, socket.gaierror):
-            host = urllib.parse.urlsplit(self.base).hostname
-            msg = f"{self.where}: cannot resolve host {host!r}; check the URL"
-            return TsdbError(msg)
-        if isinstance(reason, ssl.SSLError):
-            return TsdbError(f"{self.where}: TLS failed ({reason}); check the URL")
-        if isinstance(reason, ConnectionRefusedError):
-            text = "connection refused"
-        elif isinstance(reason, OSError):
-            text = reason.strerror or type(reason).__name__
-        else:
-            text = str(reason)
-        return TsdbError(
-            f"cannot connect to {self.where} ({_shorten(text)}); is it running,"
-            " and is the URL right?"
-        )
-
-
-def _vm_result(http: _Http, data: Any) -> list[dict[str, Any]]:
+def _vm_result(http: StoreHttp, data: Any) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or data.get("status") != "success":
         said = data.get("error") if isinstance(data, dict) else None
-        raise TsdbError(f"{http.where} refused the query: {_shorten(str(said))}")
+        raise TsdbError(f"{http.where} refused the query: {shorten(str(said))}")
     result = data.get("data", {}).get("result", [])
     return result if isinstance(result, list) else []
-
-
-def _server_message(body: bytes) -> str:
-    text = body.decode("utf-8", "replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return _shorten(text)
-    if isinstance(data, dict) and data.get("error"):
-        return _shorten(str(data["error"]))
-    return _shorten(text)
-
-
-def _shorten(text: str) -> str:
-    """One line of at most :data:`_MESSAGE_CHARS` characters."""
-    flat = " ".join(text.split())
-    if len(flat) > _MESSAGE_CHARS:
-        return flat[: _MESSAGE_CHARS - 1] + "\N{HORIZONTAL ELLIPSIS}"
-    return flat
 
 
 def _number(value: object) -> float | None:

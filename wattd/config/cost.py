@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -12,6 +14,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -25,6 +28,7 @@ from wattd.config.base import (
     _Model,
     _require_secrets,
 )
+from wattd.config.prices import PriceSeries, read_series, resolve_path
 from wattd.config.redact import shown
 from wattd.config.templates import check_template
 from wattd.support.cron import CronSchedule
@@ -146,6 +150,42 @@ class DemandChargeConfig(_Model):
     billing_day: int = Field(default=1, ge=1, le=28)
 
 
+def _series(
+    path: Path | None, info: ValidationInfo, kind: Literal["prices", "co2"]
+) -> PriceSeries | None:
+    """Read a price or carbon file named in the config (relative to its folder)."""
+    if path is None:
+        return None
+    base = (info.context or {}).get("config_dir")
+    return read_series(resolve_path(path, base), kind)
+
+
+class TariffVersionConfig(_Model):
+    """A tariff's terms from ``valid_from`` (local midnight of the plan's zone) on.
+
+    Keys left out keep the previous terms. The demand charge and the timezone
+    are the plan's throughout, so billing periods stay the same.
+    """
+
+    valid_from: date
+    price_per_kwh: float | None = Field(default=None, ge=0, le=1000)
+    co2_g_per_kwh: float | None = Field(default=None, ge=0, le=5000)
+    bands: list[TariffBandConfig] | None = None
+    price_file: Path | None = None
+    standing_charge_per_day: float | None = Field(default=None, ge=0, le=100_000)
+    _prices: PriceSeries | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_prices(self, info: ValidationInfo) -> Self:
+        self._prices = _series(self.price_file, info, "prices")
+        return self
+
+    @property
+    def prices(self) -> PriceSeries | None:
+        """The parsed ``price_file``."""
+        return self._prices
+
+
 class TariffConfig(_Model):
     """One tariff: a base price, optional time-of-use bands, demand charge and CO2."""
 
@@ -162,6 +202,37 @@ class TariffConfig(_Model):
     bands: list[TariffBandConfig] = Field(default_factory=list)
     """Checked in order; the first band matching a moment applies."""
     demand: DemandChargeConfig | None = None
+    price_file: Path | None = None
+    """CSV of market prices (docs/cost.md); bands price the time it leaves out."""
+    standing_charge_per_day: float = Field(default=0.0, ge=0, le=100_000)
+    """Charged for each local calendar day of a report, per billed meter."""
+    versions: list[TariffVersionConfig] = Field(default_factory=list)
+    """Later terms of the same plan, in date order."""
+    _prices: PriceSeries | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_prices(self, info: ValidationInfo) -> Self:
+        self._prices = _series(self.price_file, info, "prices")
+        return self
+
+    @property
+    def prices(self) -> PriceSeries | None:
+        """The parsed ``price_file``."""
+        return self._prices
+
+    @field_validator("versions")
+    @classmethod
+    def _check_versions(
+        cls, versions: list[TariffVersionConfig]
+    ) -> list[TariffVersionConfig]:
+        for i, (a, b) in enumerate(itertools.pairwise(versions)):
+            if b.valid_from <= a.valid_from:
+                msg = (
+                    f"versions[{i + 1}] valid_from {b.valid_from} is not after"
+                    f" {a.valid_from}; list versions in date order, one per date"
+                )
+                raise ValueError(msg)
+        return versions
 
     @field_validator("seasons")
     @classmethod
@@ -216,6 +287,26 @@ def _season_days(start: str, end: str) -> list[tuple[int, int]]:
     return days[i : j + 1] if i <= j else days[i:] + days[: j + 1]
 
 
+class StandingChargesConfig(_Model):
+    """Daily charges that replace the plans' ``standing_charge_per_day``.
+
+    A customer's charge is one per customer and day, however many meters it
+    has; a sensor's (by name) replaces its plan's charge for that meter.
+    """
+
+    customers: dict[str, float] = Field(default_factory=dict)
+    sensors: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("customers", "sensors")
+    @classmethod
+    def _non_negative(cls, charges: dict[str, float]) -> dict[str, float]:
+        for name, value in charges.items():
+            if not 0 <= value <= 100_000:
+                msg = f"standing charge of {shown(name)} is {value}; give 0 to 100000"
+                raise ValueError(msg)
+        return charges
+
+
 class TariffsConfig(_Model):
     """All tariffs and who pays which.
 
@@ -229,6 +320,28 @@ class TariffsConfig(_Model):
     default: str | None = None
     racks: dict[str, str] = Field(default_factory=dict)
     customers: dict[str, str] = Field(default_factory=dict)
+    standing_charges: StandingChargesConfig = Field(
+        default_factory=lambda: StandingChargesConfig()
+    )
+    flexible_share: float = Field(default=0.0, ge=0, le=1)
+    """Share of the load that could run at any hour of its day (comparisons)."""
+    flexible_shares: dict[str, float] = Field(default_factory=dict)
+    """Per customer, overriding ``flexible_share``."""
+    reload_check_s: float = Field(default=30.0, ge=0, le=86_400)
+    """How often the daemon looks for changed price and carbon files; 0: never."""
+
+    @field_validator("flexible_shares")
+    @classmethod
+    def _check_shares(cls, shares: dict[str, float]) -> dict[str, float]:
+        for name, share in shares.items():
+            if not 0 <= share <= 1:
+                msg = f"flexible share of {shown(name)} is {share}; give 0 to 1"
+                raise ValueError(msg)
+        return shares
+
+    def flexible_share_of(self, customer: str | None) -> float:
+        """The flexible share for a customer (or the global one)."""
+        return self.flexible_shares.get(customer or "", self.flexible_share)
 
     @field_validator("plans")
     @classmethod
@@ -268,6 +381,31 @@ class LocationConfig(_Model):
     """Facility energy per unit of IT energy (cooling, power losses...)."""
     tariff: str | None = None
     description: str | None = None
+    co2_file: Path | None = None
+    """CSV of grid carbon by time (``start,co2_g_per_kwh``); wins over the plan's."""
+    _co2: PriceSeries | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _read_co2(self, info: ValidationInfo) -> Self:
+        self._co2 = _series(self.co2_file, info, "co2")
+        return self
+
+    @property
+    def co2(self) -> PriceSeries | None:
+        """The parsed ``co2_file``."""
+        return self._co2
+
+
+def series_files(
+    tariffs: TariffsConfig, locations: Mapping[str, LocationConfig]
+) -> list[Path]:
+    """Every price and carbon file the config reads (a change should reload it)."""
+    found: list[PriceSeries | None] = []
+    for plan in tariffs.plans.values():
+        found.append(plan.prices)
+        found.extend(v.prices for v in plan.versions)
+    found.extend(site.co2 for site in locations.values())
+    return sorted({s.path for s in found if s is not None})
 
 
 class XDestinationConfig(_Model):

@@ -251,7 +251,9 @@ def parse_config(text: str, path: Path | str | None = None) -> Config:
             raise found[0]
         raise ConfigErrors(found)
     try:
-        return Config.model_validate(data)
+        # Price and carbon files are named relative to the config file.
+        context = {"config_dir": where.parent if where is not None else None}
+        return Config.model_validate(data, context=context)
     except ValidationError as exc:
         errors = _render_validation_errors(exc, yamlread.compose(text), where)
         if len(errors) == 1:

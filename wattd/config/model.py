@@ -32,6 +32,7 @@ from wattd.config.core import (
 from wattd.config.cost import LocationConfig, SummaryConfig, SummaryName, TariffsConfig
 from wattd.config.redact import shown
 from wattd.config.sinks import InfluxConfig, MqttConfig, SpoolConfig, WebConfig
+from wattd.config.web import customer_access_errors
 
 MAX_PORTS: Final = 64
 MAX_SENSORS: Final = 10_000
@@ -138,6 +139,17 @@ class Config(_Model):
     @model_validator(mode="after")
     def _check_cost_references(self) -> Self:
         errors = _cost_reference_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("Config", errors)
+        return self
+
+    @model_validator(mode="after")
+    def _check_web_customers(self) -> Self:
+        named: dict[str, int] = {}
+        for i, sensor in enumerate(self.sensors):
+            if sensor.customer:
+                named.setdefault(sensor.customer, i)
+        errors = customer_access_errors(self.web, named)
         if errors:
             raise ValidationError.from_exception_data("Config", errors)
         return self

@@ -20,6 +20,7 @@ from wattd.config.base import (
     is_loopback_host,
 )
 from wattd.config.redact import shown
+from wattd.config.web import CustomerAccess
 
 
 class SpoolConfig(_Model):
@@ -208,7 +209,8 @@ class WebConfig(_Model):
     Bound to loopback by default. Any other address needs credentials: a
     bearer ``token`` (or ``token_file``), or ``username`` plus ``password``
     (or ``password_file``) for HTTP basic auth; both may be set. When
-    credentials are set they are required on every bind.
+    credentials are set they are required on every bind. ``customers`` gives
+    each customer a secret of its own, which shows only its meters.
     """
 
     enabled: bool = False
@@ -235,6 +237,10 @@ class WebConfig(_Model):
     """A new connection (or one refused access) must send a request this soon."""
     idle_timeout_s: float = Field(default=60.0, gt=0, le=3600)
     """An accepted connection may wait this long for its next request."""
+    customers: dict[str, CustomerAccess] = Field(default_factory=dict)
+    """Per-customer credentials, keyed by the sensors' ``customer`` name."""
+    max_bill_days: int = Field(default=366, ge=1, le=3660)
+    """Longest period a bill downloaded from the page may cover."""
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -262,6 +268,12 @@ class WebConfig(_Model):
                 f"host {shown(self.host)} is reachable from other machines, so the"
                 " dashboard needs credentials: set token (or token_file), or"
                 " username and password (or password_file); or bind to 127.0.0.1"
+            )
+            raise ValueError(msg)
+        if self.enabled and self.customers and not self.has_auth:
+            msg = (
+                "customers need the operator's own credentials as well: set token"
+                " (or token_file), or username and password, under web"
             )
             raise ValueError(msg)
         return self

@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from operator import mul
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from wattd.core.calibration import MAX_INTERVAL_MS, MIN_INTERVAL_MS
 from wattd.core.readings import Flag
@@ -300,20 +300,20 @@ def _fallback(fallback_interval_ms: float | None, flags: set[Flag]) -> float:
     return NOMINAL_SAMPLE_INTERVAL_MS
 
 
-def _measure_interval(x: Sequence[int], mains_hz: float) -> float | None:
-    """Sample interval (ms) from the voltage, or None if it is no sinusoid.
+def interval_fit_sums(
+    count: int,
+    ends: tuple[Any, Any, Any, Any],
+    s_x: Any,
+    s_xx: Any,
+    lag1: Any,
+    lag2: Any,
+) -> tuple[Any, Any, Any]:
+    """``count`` times the variances of the fit's two sides and their covariance.
 
-    Fits ``x[j-1] + x[j+1] = 2 cos(w) x[j] + c`` by least squares. The sums are
-    built from whole-frame and lagged products, in exact integer arithmetic
-    for integer samples.
+    From whole-frame sums (``ends``: the first two and last two samples). Plain
+    arithmetic, so the batch path hands in arrays and gets the same numbers.
     """
-    k = len(x)
-    count = k - 2
-    first, second, last2, last = x[0], x[1], x[-2], x[-1]
-    s_x = sum(x)
-    s_xx = sum(map(mul, x, x))
-    lag1 = sum(map(mul, x[1:], x[:-1]))
-    lag2 = sum(map(mul, x[2:], x[:-2]))
+    first, second, last2, last = ends
     s_m = s_x - first - last
     s_o = 2 * s_x - first - second - last2 - last
     s_mm = s_xx - first * first - last * last
@@ -326,10 +326,28 @@ def _measure_interval(x: Sequence[int], mains_hz: float) -> float | None:
         - last * last
         + 2 * lag2
     )
-    # Each of these is ``count`` times the (co)variance.
     var_m = count * s_mm - s_m * s_m
     var_o = count * s_oo - s_o * s_o
     cov = count * s_mo - s_m * s_o
+    return var_m, var_o, cov
+
+
+def _measure_interval(x: Sequence[int], mains_hz: float) -> float | None:
+    """Sample interval (ms) from the voltage, or None if it is no sinusoid.
+
+    Fits ``x[j-1] + x[j+1] = 2 cos(w) x[j] + c`` by least squares. The sums are
+    built from whole-frame and lagged products, in exact integer arithmetic
+    for integer samples.
+    """
+    k = len(x)
+    var_m, var_o, cov = interval_fit_sums(
+        k - 2,
+        (x[0], x[1], x[-2], x[-1]),
+        sum(x),
+        sum(map(mul, x, x)),
+        sum(map(mul, x[1:], x[:-1])),
+        sum(map(mul, x[2:], x[:-2])),
+    )
     if var_m <= 0:
         return None
     slope = cov / var_m

@@ -98,36 +98,37 @@ class Reading:
             "time": self.time.isoformat().replace("+00:00", "Z"),
             "sensor": self.sensor,
             "name": self.name,
-            "watts": _round(self.watts, 3),
-            "va": _round(self.va, 3),
-            "vrms": _round(self.vrms, 3),
-            "irms": _round(self.irms, 5),
-            "pf": _round(self.power_factor, 4),
-            "wh_total": _round(self.wh_total, 6),
+            "watts": round_finite(self.watts, 3),
+            "va": round_finite(self.va, 3),
+            "vrms": round_finite(self.vrms, 3),
+            "irms": round_finite(self.irms, 5),
+            "pf": round_finite(self.power_factor, 4),
+            "wh_total": round_finite(self.wh_total, 6),
             "rssi_dbm": self.rssi_dbm,
             "flags": sorted(self.flags),
         }
         if self.sample_interval_ms is not None:
-            out["sample_interval_ms"] = _round(self.sample_interval_ms, 4)
+            out["sample_interval_ms"] = round_finite(self.sample_interval_ms, 4)
         if self.gap_s is not None:
-            out["gap_s"] = _round(self.gap_s, 3)
+            out["gap_s"] = round_finite(self.gap_s, 3)
         if self.current_zero_drift_counts is not None:
-            out["zero_drift_counts"] = _round(self.current_zero_drift_counts, 3)
+            out["zero_drift_counts"] = round_finite(self.current_zero_drift_counts, 3)
         if self.labels:
             out["labels"] = dict(self.labels)
         if self.price_per_kwh is not None:
             out["price_band"] = self.price_band
             out["price_per_kwh"] = self.price_per_kwh
             out["currency"] = self.currency
-            out["cost_per_hour"] = _round(self.cost_per_hour, 6)
-            out["cost_today"] = _round(self.cost_today, 6)
+            out["cost_per_hour"] = round_finite(self.cost_per_hour, 6)
+            out["cost_today"] = round_finite(self.cost_today, 6)
         return out
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _round(value: float | None, digits: int) -> float | None:
+def round_finite(value: float | None, digits: int) -> float | None:
+    """``value`` rounded to ``digits``; None when it is None, NaN or infinite."""
     if value is None or not math.isfinite(value):
         return None
     return round(value, digits)

@@ -20,6 +20,7 @@ from bisect import bisect_right
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from wattd.costing.bands import MARKET, PriceSource
 from wattd.costing.tariff import Band, MeterKey, Tariff
 from wattd.errors import TariffError
 from wattd.support.clock import wall_to_utc
@@ -33,11 +34,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DemandPeak",
     "EnergyInterval",
+    "HourPrice",
     "PricedPart",
     "Timeline",
     "billing_periods",
     "counter_rise",
     "demand_peaks",
+    "hour_prices",
     "intervals_from_readings",
     "intervals_from_totals",
     "price_interval",
@@ -99,6 +102,7 @@ class PricedPart:
     co2_g: float | None
     peak_premium: float
     """For peak parts: cost above what the cheapest band would have charged."""
+    source: PriceSource = "band"
 
 
 def price_interval(
@@ -110,19 +114,24 @@ def price_interval(
         # A zero-length interval (a first reading) is priced at its instant.
         band = tariff.band_at(interval.start)
         local_day = interval.start.astimezone(tariff.timezone).date()
-        shares = [(interval.start, interval.end, band, tariff.is_peak(band, local_day))]
+        peak = tariff.is_peak(band, local_day)
+        source: PriceSource = "band"
+        if tariff.prices is not None:
+            source = "market" if band.name == MARKET else "fallback"
+        shares = [(interval.start, interval.end, band, peak, source)]
     else:
-        shares = [(s.start, s.end, s.band, s.peak) for s in slots]
+        shares = [(s.start, s.end, s.band, s.peak, s.source) for s in slots]
     total_s = interval.duration_s
     parts: list[PricedPart] = []
     left = interval.wh
-    for i, (start, end, band, peak) in enumerate(shares):
+    for i, (start, end, band, peak, src) in enumerate(shares):
         if i == len(shares) - 1:
             wh = left
         else:
             wh = interval.wh * (end - start).total_seconds() / total_s
             left -= wh
-        parts.append(_priced(start, end, wh, pue, band, peak, tariff))
+        part = _priced(start, end, wh, pue, band, peak, tariff)
+        parts.append(dataclasses.replace(part, source=src))
     return parts
 
 
@@ -167,6 +176,7 @@ class Segment:
     peak: bool
     hour: int
     """Index into :attr:`Timeline.hours`."""
+    source: PriceSource = "band"
 
 
 class Timeline:
@@ -212,6 +222,7 @@ class Timeline:
                     band=slot.band if slot else None,
                     peak=slot.peak if slot else False,
                     hour=max(0, bisect_right(hour_starts, a) - 1),
+                    source=slot.source if slot else "band",
                 )
             )
 
@@ -442,3 +453,61 @@ def intervals_from_totals(
             max_watts=watts,
             readings=1.0,
         )
+
+
+# -- price per hour ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class HourPrice:
+    """The time-weighted mean price (and carbon) of one local clock hour."""
+
+    start: datetime
+    end: datetime
+    price_per_kwh: float
+    co2_g_per_kwh: float | None
+    source: PriceSource
+    """Of the hour's start: ``market``, ``band`` or ``fallback``."""
+    band: str
+    """Of the hour's start; ``market`` for a price file's row."""
+
+
+def hour_prices(timeline: Timeline) -> list[HourPrice | None]:
+    """The price of each hour of a tariff's timeline (None where nothing prices it)."""
+    n = len(timeline.hours)
+    span = [0.0] * n
+    money = [0.0] * n
+    co2_span = [0.0] * n
+    co2 = [0.0] * n
+    first: list[Segment | None] = [None] * n
+    for seg in timeline.segments:
+        band = seg.band
+        if band is None:
+            continue
+        h = seg.hour
+        length = seg.end_s - seg.start_s
+        if first[h] is None:
+            first[h] = seg
+        span[h] += length
+        money[h] += length * band.price_per_kwh
+        if band.co2_g_per_kwh is not None:
+            co2_span[h] += length
+            co2[h] += length * band.co2_g_per_kwh
+    out: list[HourPrice | None] = []
+    for h in range(n):
+        lead = first[h]
+        if lead is None or lead.band is None or span[h] <= 0:
+            out.append(None)
+            continue
+        end = timeline.hours[h + 1] if h + 1 < n else timeline.end
+        out.append(
+            HourPrice(
+                start=max(timeline.hours[h], timeline.start),
+                end=end,
+                price_per_kwh=money[h] / span[h],
+                co2_g_per_kwh=co2[h] / co2_span[h] if co2_span[h] > 0 else None,
+                source=lead.source,
+                band=lead.band.name,
+            )
+        )
+    return out

@@ -251,11 +251,11 @@ def fleet_meters(
 def configured_identity(sensor: SensorConfig) -> str | None:
     """The fleet meter a ``sensors:`` entry stands for, if it names one.
 
-    Its ``id`` label (which also makes a host tag the meter's points with
-    ``id``), else its ``node`` label with its address. An entry with neither
-    describes a sensor of this host only.
+    Its ``id`` (the field, or a label of that name: either makes a host tag
+    the meter's points with ``id``), else its ``node`` label with its
+    address. An entry with neither describes a sensor of this host only.
     """
-    asset = sensor.labels.get("id")
+    asset = sensor.id or sensor.labels.get("id")
     if asset:
         return asset
     node = sensor.labels.get("node")

@@ -20,18 +20,30 @@ off) but neither ``weekdays`` nor a weekday name. A band that wraps midnight
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from bisect import bisect_right
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Final, TypeAlias
 from zoneinfo import ZoneInfo
 
+from wattd.costing.bands import (
+    MARKET,
+    WEEKDAY_NAMES,
+    Band,
+    BandRule,
+    DemandCharge,
+    PriceSource,
+    Season,
+    parse_hour_range,
+)
 from wattd.errors import TariffError
-from wattd.support.clock import next_offset_change
+from wattd.support.clock import next_offset_change, wall_to_utc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
 
     from wattd.config import Config, TariffConfig
+    from wattd.config.prices import PriceSeries
 
 __all__ = [
     "Assignment",
@@ -50,62 +62,6 @@ MeterKey: TypeAlias = int | str
 fleet identity (an asset ``id``, else ``node/address``) across hosts."""
 
 DAY_S: Final = 86_400
-WEEKDAY_NAMES: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Band:
-    """A price (and optional CO2 intensity) with a name."""
-
-    name: str
-    price_per_kwh: float
-    co2_g_per_kwh: float | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BandRule:
-    """When a band is in force: minute ranges of the day, day kinds, seasons."""
-
-    band: Band
-    minutes: tuple[tuple[int, int], ...]
-    """Half-open ``[start, end)`` minutes of the day; wrapping ranges come split."""
-    days: frozenset[str]
-    seasons: frozenset[str] = frozenset()
-    """Empty means every season."""
-
-    def matches(self, minute: int, tags: frozenset[str], season: str | None) -> bool:
-        """True if the rule covers this minute of a day with these tags."""
-        if self.seasons and season not in self.seasons:
-            return False
-        if self.days.isdisjoint(tags):
-            return False
-        return any(lo <= minute < hi for lo, hi in self.minutes)
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class Season:
-    """A yearly range of days, both ends included; may wrap over new year."""
-
-    name: str
-    start: tuple[int, int]
-    end: tuple[int, int]
-
-    def contains(self, day: date) -> bool:
-        """True if the calendar day falls in the season."""
-        md = (day.month, day.day)
-        if self.start <= self.end:
-            return self.start <= md <= self.end
-        return md >= self.start or md <= self.end
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class DemandCharge:
-    """Price per kW of the highest ``window_min`` average power of a billing period."""
-
-    price_per_kw: float
-    window_min: int = 15
-    billing_day: int = 1
-    """Day of the month (local time) on which a billing period starts."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +73,7 @@ class Slot:
     band: Band
     peak: bool
     """True if the band is among the most expensive of its season."""
+    source: PriceSource = "band"
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,6 +90,13 @@ class Tariff:
     seasons: tuple[Season, ...] = ()
     holidays_like_weekends: bool = True
     demand: DemandCharge | None = None
+    prices: PriceSeries | None = None
+    """Market prices; where they leave time out, the bands apply (fallback)."""
+    co2: PriceSeries | None = None
+    """Grid carbon of the meter's location; wins over every other CO2 figure."""
+    standing_charge_per_day: float = 0.0
+    versions: tuple[tuple[datetime, Tariff], ...] = ()
+    """Later terms: each applies from its UTC instant (a local midnight) on."""
     _cuts_s: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
     _peak_price: Mapping[str | None, float | None] = dataclasses.field(
         init=False, repr=False, compare=False
@@ -174,7 +138,25 @@ class Tariff:
 
     @classmethod
     def from_config(cls, name: str, cfg: TariffConfig, default_timezone: str) -> Tariff:
-        """Build a tariff from its (already validated) config section."""
+        """Build a tariff and its dated versions from its config section."""
+        first = cls._terms(name, cfg, default_timezone)
+        versions = []
+        prices = cfg.prices
+        for version in cfg.versions:
+            given = version.model_fields_set - {"valid_from"}
+            cfg = cfg.model_copy(update={k: getattr(version, k) for k in given})
+            if "price_file" in given:
+                prices = version.prices
+            tariff = dataclasses.replace(
+                cls._terms(name, cfg, default_timezone), prices=prices
+            )
+            day = version.valid_from
+            at = wall_to_utc(datetime(day.year, day.month, day.day), first.timezone)
+            versions.append((at, tariff))
+        return dataclasses.replace(first, versions=tuple(versions))
+
+    @classmethod
+    def _terms(cls, name: str, cfg: TariffConfig, default_timezone: str) -> Tariff:
         base = Band(
             name=cfg.band,
             price_per_kwh=cfg.price_per_kwh,
@@ -237,7 +219,16 @@ class Tariff:
             seasons=seasons,
             holidays_like_weekends=cfg.holidays_like_weekends,
             demand=demand,
+            prices=cfg.prices,
+            standing_charge_per_day=cfg.standing_charge_per_day,
         )
+
+    def with_carbon(self, co2: PriceSeries, name: str) -> Tariff:
+        """The same tariff with a location's carbon series, under a new name."""
+        versions = tuple(
+            (at, dataclasses.replace(v, name=name, co2=co2)) for at, v in self.versions
+        )
+        return dataclasses.replace(self, name=name, co2=co2, versions=versions)
 
     # -- lookups --------------------------------------------------------------
 
@@ -288,9 +279,53 @@ class Tariff:
         )
 
     def band_at(self, instant: datetime) -> Band:
-        """The band in force at an aware instant."""
-        local = _aware(instant).astimezone(self.timezone)
-        return self.band_at_wall(local.replace(tzinfo=None))
+        """The band (or market price) in force at an aware instant."""
+        terms = self.terms_at(_aware(instant))
+        local = instant.astimezone(terms.timezone)
+        band = terms.band_at_wall(local.replace(tzinfo=None))
+        return terms.priced(band, False, instant.timestamp())[0]
+
+    def terms_at(self, instant: datetime) -> Tariff:
+        """The version of this tariff in force at an instant."""
+        chosen = self
+        for at, version in self.versions:
+            if at > instant:
+                break
+            chosen = version
+        return chosen
+
+    def standing_on(self, day: date) -> float:
+        """The standing charge of a local calendar day."""
+        at = wall_to_utc(datetime(day.year, day.month, day.day), self.timezone)
+        return self.terms_at(at).standing_charge_per_day
+
+    @property
+    def has_standing_charge(self) -> bool:
+        """True if some version charges per day."""
+        terms = (self, *(v for _, v in self.versions))
+        return any(t.standing_charge_per_day > 0 for t in terms)
+
+    def priced(
+        self, band: Band, peak: bool, t_s: float
+    ) -> tuple[Band, bool, PriceSource]:
+        """The band a price file (and a carbon file) make of ``band`` at ``t_s``."""
+        co2 = self.co2.co2_at(t_s) if self.co2 is not None else None
+        price = self.prices.price_at(t_s) if self.prices is not None else None
+        if price is not None:
+            assert self.prices is not None  # noqa: S101 - price came from it
+            if co2 is None:
+                co2 = self.prices.co2_at(t_s)
+            if co2 is None:
+                co2 = band.co2_g_per_kwh
+            return (
+                Band(name=MARKET, price_per_kwh=price, co2_g_per_kwh=co2),
+                False,
+                "market",
+            )
+        source: PriceSource = "fallback" if self.prices is not None else "band"
+        if co2 is not None:
+            band = dataclasses.replace(band, co2_g_per_kwh=co2)
+        return band, peak, source
 
     def is_peak(self, band: Band, day: date) -> bool:
         """True if ``band`` is a most expensive band in the season of ``day``."""
@@ -298,9 +333,33 @@ class Tariff:
         return peak is not None and band.price_per_kwh >= peak
 
     def slots(self, start: datetime, end: datetime) -> Iterator[Slot]:
-        """Split ``[start, end)`` into runs with one band each, in UTC order."""
+        """Split ``[start, end)`` into runs with one price each, in UTC order.
+
+        Runs end at band edges, price and carbon file rows and version dates.
+        """
         t = _aware(start).astimezone(UTC)
         stop = _aware(end).astimezone(UTC)
+        pieces = [(at, v) for at, v in self.versions if t < at < stop]
+        bounds = [t, *(at for at, _ in pieces), stop]
+        terms = [self.terms_at(t), *(v for _, v in pieces)]
+        for a, b, version in zip(bounds, bounds[1:], terms, strict=False):
+            yield from version._series_slots(a, b)
+
+    def _series_slots(self, t: datetime, stop: datetime) -> Iterator[Slot]:
+        series = [s for s in (self.prices, self.co2) if s is not None]
+        for slot in self._band_slots(t, stop):
+            if not series:
+                yield slot
+                continue
+            a_s, b_s = slot.start.timestamp(), slot.end.timestamp()
+            cuts = sorted({c for s in series for c in s.changes(a_s, b_s)})
+            edges = [slot.start, *(datetime.fromtimestamp(c, UTC) for c in cuts)]
+            edges.append(slot.end)
+            for a, b in itertools.pairwise(edges):
+                band, peak, source = self.priced(slot.band, slot.peak, a.timestamp())
+                yield Slot(start=a, end=b, band=band, peak=peak, source=source)
+
+    def _band_slots(self, t: datetime, stop: datetime) -> Iterator[Slot]:
         while t < stop:
             local = t.astimezone(self.timezone)
             wall = local.replace(tzinfo=None)
@@ -355,19 +414,6 @@ class Tariff:
         return out
 
 
-def parse_hour_range(text: str) -> list[tuple[int, int]]:
-    """``"22:00-06:00"`` -> ``[(1320, 1440), (0, 360)]`` (minutes, half-open)."""
-    try:
-        first, second = text.split("-")
-        start = int(first[:2]) * 60 + int(first[3:5])
-        end = int(second[:2]) * 60 + int(second[3:5])
-    except ValueError:
-        raise TariffError(f"hour range {text!r} is not HH:MM-HH:MM") from None
-    if start < end:
-        return [(start, end)]
-    return [(start, 1440), (0, end)] if end else [(start, 1440)]
-
-
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise TariffError(
@@ -394,6 +440,10 @@ class Assignment:
     tariff_source: str = "none"
     """Which setting chose the tariff: sensor, rack, customer, location, default."""
     pue: float = 1.0
+    standing_account: str | None = None
+    """Who pays the standing charge: ``sensor:NAME`` or ``customer:NAME``."""
+    standing_per_day: float | None = None
+    """A fixed daily charge from ``tariffs.standing_charges``; None: the plan's."""
 
 
 class TariffBook:
@@ -416,6 +466,7 @@ class TariffBook:
         self._sensors = config.sensor_map()
         self._node = config.influxdb.node_id or config.mqtt.node_id
         self._cache: dict[MeterKey, Assignment] = {}
+        self._located: dict[tuple[str, str], Tariff] = {}
 
     def for_sensor(self, address: MeterKey) -> Assignment:
         """The assignment of a meter (unknown ones get the default)."""
@@ -454,6 +505,17 @@ class TariffBook:
             ("default", plans.default),
         )
         source, chosen = next(((s, n) for s, n in candidates if n), ("none", None))
+        plan = self.tariffs[chosen] if chosen else None
+        if plan is not None and site is not None and site.co2 is not None:
+            plan = self.at_location(plan, location or "")
+        fixed = plans.standing_charges
+        account, per_day = None, None
+        if customer is not None and customer in fixed.customers:
+            account, per_day = f"customer:{customer}", fixed.customers[customer]
+        elif name in fixed.sensors:
+            account, per_day = f"sensor:{name}", fixed.sensors[name]
+        elif plan is not None and plan.has_standing_charge:
+            account = f"sensor:{name}"
         return Assignment(
             sensor=key,
             name=name,
@@ -461,10 +523,25 @@ class TariffBook:
             customer=customer,
             location=location,
             node=node,
-            tariff=self.tariffs[chosen] if chosen else None,
+            tariff=plan,
             tariff_source=source,
             pue=site.pue if site else 1.0,
+            standing_account=account,
+            standing_per_day=per_day,
         )
+
+    def at_location(self, tariff: Tariff, location: str) -> Tariff:
+        """The tariff with the location's carbon file, if it has one."""
+        site = self._config.locations.get(location)
+        if site is None or site.co2 is None:
+            return tariff
+        key = (tariff.name, location)
+        hit = self._located.get(key)
+        if hit is None:
+            hit = self._located[key] = tariff.with_carbon(
+                site.co2, f"{tariff.name}@{location}"
+            )
+        return hit
 
     def _resolve(self, key: MeterKey) -> Assignment:
         sensor = self._sensors.get(key) if isinstance(key, int) else None

@@ -84,6 +84,17 @@ class BoundedQueue(Generic[T]):
         self._items.append(item)
         return ok
 
+    def put_many(self, items: Sequence[T]) -> int:
+        """Append all, as :meth:`put` one by one would; returns how many dropped."""
+        queue = self._items
+        self.enqueued += len(items)
+        queue.extend(items)
+        over = len(queue) - self.capacity
+        for _ in range(over):
+            queue.popleft()
+        self.dropped += max(over, 0)
+        return max(over, 0)
+
     def take(self, limit: int) -> list[T]:
         """Remove and return up to ``limit`` items, oldest first."""
         items = self._items
@@ -155,6 +166,14 @@ class SinkChannel:
         if not self.sink.wants_readings:
             return
         if not self.readings.put(reading):
+            self._log_drops()
+        self._wake.set()
+
+    def offer_many(self, readings: Sequence[Reading]) -> None:
+        """Queue readings for this sink, in order, as :meth:`offer` would each."""
+        if not readings or not self.sink.wants_readings:
+            return
+        if self.readings.put_many(readings):
             self._log_drops()
         self._wake.set()
 

@@ -164,8 +164,9 @@ class Handoff:
         others = [c for c in self._bus.channels if c is not self._store]
         waiting = self._waiting
         ids = self._waiting_ids
-        for _ in range(count):
-            _since, reading = waiting.popleft()
+        released = [waiting.popleft()[1] for _ in range(count)]
+        for reading in released:
             ids.discard(id(reading))
-            for channel in others:
-                channel.offer(reading)
+        # One hand-over per sink (and one wake-up), not one per reading.
+        for channel in others:
+            channel.offer_many(released)

@@ -41,6 +41,7 @@ from wattd.daemon.handoff import Handoff
 from wattd.daemon.monitor import Monitor
 from wattd.daemon.ports import ChunkSource, PortReader
 from wattd.daemon.sdnotify import SdNotifier
+from wattd.daemon.watch import FileWatch
 from wattd.errors import ConfigError, StateError, WattdError
 from wattd.sources.serial import SYSTEM_CLOCK, Chunk, Clock, SerialSource
 from wattd.storage.state import StateFile, recorded_energy_totals, restore_pipeline
@@ -205,6 +206,7 @@ class Supervisor:
         self._tg: asyncio.TaskGroup | None = None
         self._throttle = LogThrottle()
         self._last_save_mono = clock.monotonic()
+        self._price_files = FileWatch(config, clock.monotonic())
         self._pipeline_errors = 0
         self._saving: asyncio.Future[None] | None = None
 
@@ -430,6 +432,8 @@ class Supervisor:
             try:
                 now = self._clock.monotonic()
                 self._notifier.watchdog()
+                if self._price_files.changed(self.config, now):
+                    self._reload_wanted.set()
                 if self._reload_wanted.is_set():
                     self._reload_wanted.clear()
                     await self.reload()

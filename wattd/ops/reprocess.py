@@ -17,21 +17,28 @@ bytes of every frame are archived. Reprocessing a range:
    change in energy, and rebuilds the range's rollups.
 
 It refuses to run while a daemon writes to the store, and refuses to delete a
-sensor's readings when the archive cannot replace them.
+sensor's readings when the archive cannot replace them. With numpy installed
+the frames go through the batch path (:mod:`wattd.core.batch`) a few thousand
+at a time, with the same results. A stop request between two batches rolls
+the transaction back: the range is left exactly as it was, never half
+replaced, and the same command run again does the whole range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+from itertools import islice
 from typing import TYPE_CHECKING, Final
 
 from wattd.config import pipeline_settings
+from wattd.core.batch import UNAVAILABLE_MESSAGE, available
 from wattd.core.drift import DriftState
 from wattd.core.energy import EnergyState
 from wattd.core.frames import FrameDecoder
 from wattd.core.iosample import IoSampleFrame
 from wattd.core.pipeline import PipelineState, ReadingPipeline, SensorState
-from wattd.errors import StoreError
+from wattd.errors import StoreError, WattdError
 from wattd.storage.store import (
     HOUR_NS,
     NS_PER_S,
@@ -42,15 +49,19 @@ from wattd.storage.store import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Callable, Iterable, Iterator
 
     from wattd.config import Config
+    from wattd.core.batch.frames import FrameBatch
+    from wattd.core.batch.pipeline import BatchPipeline
     from wattd.core.readings import Reading
     from wattd.storage.store import Store, StoredFrame
 
 __all__ = [
+    "FRAME_BATCH",
     "HEARTBEAT_FRESH_S",
     "WARMUP_S",
+    "ReprocessStopped",
     "ReprocessSummary",
     "SensorChange",
     "reprocess",
@@ -65,6 +76,20 @@ The sink refreshes it every 10 s and clears it when it stops, so only a crashed
 daemon leaves a stale one, and that one expires after this long.
 """
 _INSERT_BATCH: Final = 1000
+FRAME_BATCH: Final = 20_000
+"""Archived frames per batch on the batch path."""
+
+log = logging.getLogger(__name__)
+
+
+_STOPPED: Final = (
+    "stopped by a signal; nothing was changed (the range is as it was). Run"
+    " the same command again to reprocess it"
+)
+
+
+class ReprocessStopped(WattdError):
+    """A stop request ended the run; the transaction was rolled back."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,12 +143,22 @@ def reprocess(
     now_ns: int,
     sensors: Iterable[int] | None = None,
     dry_run: bool = False,
+    batch: bool | None = None,
+    batch_frames: int = FRAME_BATCH,
+    stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, float], object] | None = None,
 ) -> ReprocessSummary:
     """Recompute readings, rollups and energy in ``[from_ns, to_ns)``.
+
+    ``batch`` picks the batch path (default: when numpy is there), which
+    reads ``batch_frames`` archived frames at a time. ``stop``
+    is asked between batches; ``on_progress`` gets the frames done so far and
+    the share of the range they reach.
 
     Raises:
         StoreError: a daemon is writing to the store, the archive no longer
             covers the range, or a sensor's readings could not be replaced.
+        ReprocessStopped: ``stop`` said so; nothing was changed.
     """
     start = floor_ns(from_ns, HOUR_NS)
     end = ceil_ns(to_ns, HOUR_NS)
@@ -153,7 +188,15 @@ def reprocess(
             dry_run=dry_run,
             warmup_frames=0,
         )
-    return _Run(store, config, start, end, chosen, dry_run=dry_run).execute()
+    if batch is None:
+        batch = available()
+        if not batch:
+            log.info(UNAVAILABLE_MESSAGE)
+    run = _Run(store, config, start, end, chosen, dry_run=dry_run, batch=batch)
+    run.stop = stop
+    run.batch_frames = batch_frames
+    run.on_progress = on_progress
+    return run.execute()
 
 
 def from_ns_text(time_ns: int) -> str:
@@ -186,6 +229,7 @@ class _Run:
         sensors: list[int],
         *,
         dry_run: bool,
+        batch: bool = False,
     ) -> None:
         self.store = store
         self.config = config
@@ -198,6 +242,11 @@ class _Run:
         self.skipped = 0
         self.warmup_frames = 0
         self.after = {s: _Tally() for s in sensors}
+        self.batch = batch
+        self.stop: Callable[[], bool] | None = None
+        self.batch_frames = FRAME_BATCH
+        self.on_progress: Callable[[int, float], object] | None = None
+        self._reached_ns = start
 
     def execute(self) -> ReprocessSummary:
         store = self.store
@@ -209,9 +258,7 @@ class _Run:
             prior = store.last_before(sensor, self.start)
             if prior is not None:
                 seeds[sensor] = prior[1]
-        pipeline = ReadingPipeline(
-            pipeline_settings(self.config), state=self._seeded_state(seeds)
-        )
+        pipeline = self._pipeline(self._seeded_state(seeds))
         later: dict[int, int] = {}
         if self.dry_run:
             for reading in self._replay(pipeline):
@@ -250,7 +297,7 @@ class _Run:
 
     def _rewrite(
         self,
-        pipeline: ReadingPipeline,
+        pipeline: ReadingPipeline | BatchPipeline,
         before: dict[int, _Tally],
         seeds: dict[int, float],
         later: dict[int, int],
@@ -301,18 +348,33 @@ class _Run:
 
     # -- pipeline ------------------------------------------------------------------
 
+    def _pipeline(
+        self, state: PipelineState | None = None
+    ) -> ReadingPipeline | BatchPipeline:
+        settings = pipeline_settings(self.config)
+        if self.batch:
+            from wattd.core.batch.pipeline import BatchPipeline
+
+            return BatchPipeline(settings, state=state)
+        return ReadingPipeline(settings, state=state)
+
     def _seeded_state(self, seeds: dict[int, float]) -> PipelineState:
         """Warm-up state per sensor, with energy set to the stored total."""
-        warm = ReadingPipeline(pipeline_settings(self.config))
+        warm = self._pipeline()
         warm_start = self.start - round(WARMUP_S * NS_PER_S)
-        for stored, frame in self._frames(warm_start, self.start):
-            self.warmup_frames += 1
-            warm.process(
-                frame,
-                time=stored.time,
-                monotonic_s=stored.time_ns / NS_PER_S,
-                port=stored.port,
-            )
+        if isinstance(warm, ReadingPipeline):
+            for stored, frame in self._frames(warm_start, self.start):
+                self.warmup_frames += 1
+                warm.process(
+                    frame,
+                    time=stored.time,
+                    monotonic_s=stored.time_ns / NS_PER_S,
+                    port=stored.port,
+                )
+        else:
+            for batch in self._frame_batches(warm_start, self.start):
+                self.warmup_frames += len(batch)
+                warm.process(batch)
         warmed = warm.state().sensors
         offsets = {s.address: s.energy_offset_wh for s in self.config.sensors}
         out: dict[int, SensorState] = {}
@@ -352,8 +414,47 @@ class _Run:
                 if frame.sensor_id in self.wanted:
                     yield stored, frame
 
-    def _replay(self, pipeline: ReadingPipeline) -> Iterator[Reading]:
+    def _frame_batches(self, start: int, end: int) -> Iterator[FrameBatch]:
+        """The range's IO frames of the chosen sensors, a batch at a time."""
+        from wattd.core.batch.frames import archive_batch
+
+        stored_frames = self.store.iter_frames(start, end, kinds=["io"])
+        while True:
+            part = [
+                s
+                for s in islice(stored_frames, self.batch_frames)
+                if s.sensor is None or s.sensor in self.wanted
+            ]
+            if not part:
+                return
+            times_ns = [s.time_ns for s in part]
+            self._reached_ns = times_ns[-1]
+            batch, empty = archive_batch(
+                [s.raw for s in part],
+                [s.api_mode for s in part],
+                times_ns,
+                [s.port for s in part],
+                wanted=self.wanted,
+            )
+            if start >= self.start:
+                self.skipped += empty
+            yield batch
+            if self.stop is not None and self.stop():
+                raise ReprocessStopped(_STOPPED)
+
+    def _replay(self, pipeline: ReadingPipeline | BatchPipeline) -> Iterator[Reading]:
+        if not isinstance(pipeline, ReadingPipeline):
+            for batch in self._frame_batches(self.start, self.end):
+                self.frames += len(batch)
+                yield from pipeline.process(batch, hashes=True).readings()
+                if self.on_progress is not None:
+                    self.on_progress(self.frames, self._share(self._reached_ns))
+            return
         for stored, frame in self._frames(self.start, self.end):
+            if self.stop is not None and self.frames % 1000 == 0 and self.stop():
+                raise ReprocessStopped(_STOPPED)
+            if self.on_progress is not None and self.frames % 1000 == 0:
+                self.on_progress(self.frames, self._share(stored.time_ns))
             self.frames += 1
             reading = pipeline.process(
                 frame,
@@ -363,6 +464,9 @@ class _Run:
             )
             if reading is not None:
                 yield reading
+
+    def _share(self, time_ns: int) -> float:
+        return (time_ns - self.start) / (self.end - self.start)
 
     # -- bookkeeping ---------------------------------------------------------------
 

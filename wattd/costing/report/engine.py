@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from wattd.costing.cost import (
@@ -33,16 +33,24 @@ from wattd.costing.cost import (
     EnergyInterval,
     Timeline,
 )
+from wattd.costing.report.charges import (
+    Account,
+    PriceLine,
+    account_of,
+    price_lines,
+    standing_charge,
+)
 from wattd.costing.report.coverage import Layout, MeterCoverage, PowerBins
+from wattd.costing.report.periods import period_range
 from wattd.costing.tariff import Assignment, MeterKey, TariffBook
 from wattd.errors import TariffError
-from wattd.support.clock import wall_to_utc
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from zoneinfo import ZoneInfo
 
     from wattd.config import Config
+    from wattd.costing.bands import PriceSource
+    from wattd.costing.compare import Comparison, ComparisonBuilder
 
 __all__ = [
     "FRAME_PERIOD_S",
@@ -65,7 +73,8 @@ ALL: Final = "all"
 """The one group of ``--by all``."""
 
 GroupBy = Literal["all", "sensor", "rack", "customer", "location", "node"]
-Period = Literal["day", "week", "month"]
+WHOLE: Final = frozenset({"all", "customer"})
+"""Groupings whose groups hold whole customers, so pay customer-wide charges."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,6 +137,15 @@ class GroupReport:
     """Seconds with data in the peak window."""
     peak_window_s: float = 0.0
     """Length of the peak window inside the range (15 minutes but at its edges)."""
+    standing_charge: float | None = None
+    standing_days: int = 0
+    """Local calendar days the standing charge counts (whole days)."""
+    standing_payers: int = 0
+    """Meters (or whole customers) that pay a standing charge."""
+    fallback_kwh: float = 0.0
+    """IT energy a plan's bands priced because its price file had no row for it."""
+    prices: tuple[PriceLine, ...] = ()
+    """Facility energy and cost by band or market price."""
 
     @property
     def cost_per_it_kwh(self) -> float | None:
@@ -165,6 +183,9 @@ class Report:
     total: GroupReport
     generated: datetime
     title: str = "Energy report"
+    customer: str | None = None
+    """The customer a bill is for."""
+    comparison: Comparison | None = None
 
     def group(self, key: str) -> GroupReport:
         """The group with this key."""
@@ -211,6 +232,9 @@ class _Acc:
         self.received = 0.0
         self.expected = 0.0
         self.max_reading: float | None = None
+        self.fallback_wh = 0.0
+        self.lines: dict[tuple[str, PriceSource], list[float]] = {}
+        self.accounts: dict[str, Account] = {}
         self.sensor_wh: dict[str, float] = {}
         self.meters: dict[str, DemandMeter] = {}
         self.hour_wh = [0.0] * n_hours
@@ -231,6 +255,7 @@ class _Acc:
             "cost",
             "priced_it_wh",
             "unpriced_wh",
+            "fallback_wh",
             "co2_g",
             "peak_wh",
             "premium",
@@ -245,6 +270,11 @@ class _Acc:
             self.max_reading = max(self.max_reading or 0.0, other.max_reading)
         for k, v in other.sensor_wh.items():
             self.sensor_wh[k] = self.sensor_wh.get(k, 0.0) + v
+        for line, (wh, cost) in other.lines.items():
+            mine_line = self.lines.setdefault(line, [0.0, 0.0])
+            mine_line[0] += wh
+            mine_line[1] += cost
+        self.accounts.update(other.accounts)
         self.power.merge(other.power)
         for name, meter in other.meters.items():
             mine = self.meters.get(name)
@@ -281,8 +311,11 @@ def build_report(
     title: str | None = None,
     now: datetime | None = None,
     book: TariffBook | None = None,
+    comparison: ComparisonBuilder | None = None,
 ) -> Report:
     """Aggregate energy intervals over ``[start, end)`` into a report.
+
+    ``comparison`` is fed every interval too, and its result goes in the report.
 
     Configured sensors that sent nothing still appear (with completeness 0).
     ``only`` keeps just the named groups. ``book`` assigns groups and tariffs
@@ -348,6 +381,8 @@ def build_report(
             )
         _add(acc, a, interval, timeline, hour_day, meter, track)
         track.feed(interval)
+        if comparison is not None:
+            comparison.feed(interval)
     for track in coverage.values():
         track.finish()
 
@@ -364,13 +399,13 @@ def build_report(
             continue
         acc = accs[key]
         total_acc.merge(acc)
-        groups.append(_finish(key, acc, layout, hours, days))
+        groups.append(_finish(key, acc, layout, hours, days, whole=by in WHOLE))
     if only and not groups:
         raise TariffError(
             f"no group named {', '.join(only)} when grouping by {by};"
             f" groups: {', '.join(sorted(accs)) or 'none'}"
         )
-    total = _finish(TOTAL, total_acc, layout, hours, days)
+    total = _finish(TOTAL, total_acc, layout, hours, days, whole=True)
     return Report(
         start=start,
         end=end,
@@ -381,6 +416,7 @@ def build_report(
         total=total,
         generated=(now or datetime.now(UTC)).astimezone(UTC),
         title=title or "Energy report",
+        comparison=comparison.finish() if comparison is not None else None,
     )
 
 
@@ -389,6 +425,9 @@ def _expect(acc: _Acc, a: Assignment, base: Timeline, hour_day: list[int]) -> No
     acc.sensors.add(a.name)
     acc.sensor_wh.setdefault(a.name, 0.0)
     acc.has_tariff |= a.tariff is not None
+    account = account_of(a)
+    if account is not None:
+        acc.accounts[account.key] = account
     for segment in base.segments:
         frames = (segment.end_s - segment.start_s) / FRAME_PERIOD_S
         acc.expected += frames
@@ -434,6 +473,11 @@ def _add(
             continue
         kwh = fac / 1000.0
         cost = kwh * band.price_per_kwh
+        line = acc.lines.setdefault((band.name, segment.source), [0.0, 0.0])
+        line[0] += fac
+        line[1] += cost
+        if segment.source == "fallback":
+            acc.fallback_wh += wh
         acc.cost += cost
         acc.day_cost[d] += cost
         acc.priced_it_wh += wh
@@ -457,16 +501,19 @@ def _finish(
     layout: Layout,
     hours: list[datetime],
     days: list[date],
+    *,
+    whole: bool,
 ) -> GroupReport:
     priced = acc.has_tariff
     demand: list[DemandPeak] = []
     for meter in acc.meters.values():
         demand.extend(meter.peaks())
     demand_charge = math.fsum(p.charge for p in demand) if demand else None
+    standing, payers = standing_charge(acc.accounts, days, customer_wide=whole)
     energy_cost = acc.cost if priced else None
     cost = None
     if energy_cost is not None:
-        cost = energy_cost + (demand_charge or 0.0)
+        cost = energy_cost + (demand_charge or 0.0) + (standing or 0.0)
     power = acc.power
     peak_window, peak_watts, peak_data_s = power.peak()
     day_figs = tuple(
@@ -530,6 +577,11 @@ def _finish(
         ),
         peak_data_s=peak_data_s,
         peak_window_s=0.0 if peak_window is None else layout.window_len_s(peak_window),
+        standing_charge=standing,
+        standing_days=len(days) if standing is not None else 0,
+        standing_payers=payers if standing is not None else 0,
+        fallback_kwh=acc.fallback_wh / 1000.0,
+        prices=price_lines(acc.lines),
     )
 
 
@@ -537,40 +589,3 @@ def _ratio(num: float, den: float) -> float | None:
     if den <= 0:
         return None
     return min(1.0, num / den)
-
-
-# -- ranges -------------------------------------------------------------------
-
-
-def period_range(
-    period: Period, now: datetime, tz: ZoneInfo, *, previous: bool = False
-) -> tuple[datetime, datetime]:
-    """The local calendar day, ISO week or month around ``now``, in UTC.
-
-    The current period ends at ``now``; with ``previous`` the whole period
-    before it is returned.
-    """
-    today = now.astimezone(tz).date()
-    if period == "day":
-        first = today
-    elif period == "week":
-        first = today - timedelta(days=today.weekday())
-    else:
-        first = today.replace(day=1)
-    if previous:
-        last = first
-        first = _step_back(period, first)
-        return _midnight(first, tz), _midnight(last, tz)
-    return _midnight(first, tz), now.astimezone(UTC)
-
-
-def _step_back(period: Period, first: date) -> date:
-    if period == "day":
-        return first - timedelta(days=1)
-    if period == "week":
-        return first - timedelta(days=7)
-    return (first - timedelta(days=1)).replace(day=1)
-
-
-def _midnight(day: date, tz: ZoneInfo) -> datetime:
-    return wall_to_utc(datetime(day.year, day.month, day.day), tz)  # local wall time

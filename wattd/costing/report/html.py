@@ -14,6 +14,7 @@ import html
 from typing import TYPE_CHECKING, Final
 from zoneinfo import ZoneInfo
 
+from wattd.costing.report.bill import ESTIMATE_NOTE, bill_lines, scenario_label
 from wattd.costing.report.engine import FRAME_PERIOD_S, TOTAL
 from wattd.costing.report.text import (
     data_note,
@@ -83,6 +84,8 @@ def render_html(report: Report, *, group: str | None = None) -> str:
     focus = report.group(group) if group else report.total
     who = focus.key if focus.key != TOTAL else "all meters"
     title = f"{report.title} \N{EM DASH} {who}"
+    if report.customer and focus.key == TOTAL:
+        title = report.title  # "Energy bill for acme" says whose meters
     start = report.start.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     end = report.end.astimezone(tz).strftime("%Y-%m-%d %H:%M")
     parts = [
@@ -95,6 +98,7 @@ def render_html(report: Report, *, group: str | None = None) -> str:
         f" \N{MIDDLE DOT} generated {_e(report.generated.strftime('%Y-%m-%d %H:%M'))}"
         " UTC</p>",
         _cards(focus, report.currency, (report.end - report.start).total_seconds()),
+        _charges(focus, report.currency),
         "<h2>Daily cost</h2>" if focus.cost is not None else "<h2>Daily energy</h2>",
         _daily_chart(focus, report.currency),
         _legend(
@@ -123,6 +127,7 @@ def render_html(report: Report, *, group: str | None = None) -> str:
             ],
         ),
         _table(report),
+        _comparison(report),
         _notes(report),
         "</body></html>",
     ]
@@ -354,6 +359,56 @@ def _table(report: Report) -> str:
         rows.append(f'<tr data-group="{_e(g.key)}">{tds}</tr>')
     body = "".join(rows)
     return f'<h2>By {_e(report.by)}</h2><table id="groups">{head}{body}</table>'
+
+
+def _charges(g: GroupReport, cur: str | None) -> str:
+    """The bill lines: energy by band or market price, standing, demand, total."""
+    if not g.prices and g.standing_charge is None and not g.demand:
+        return ""
+    rows = []
+    for line in bill_lines(g):
+        qty = DASH if line.quantity is None else format_amount(line.quantity, 2)
+        if line.unit == "days" and line.quantity is not None:
+            qty = f"{line.quantity:g}"
+        rows.append(
+            f"<tr><td>{_e(line.label)}</td><td>{qty} {_e(line.unit)}</td>"
+            f"<td>{_e(format_money(line.amount, cur))}</td></tr>"
+        )
+    note = ""
+    if g.fallback_kwh > 0:
+        note = (
+            f'<p class="note" id="fallback">{format_amount(g.fallback_kwh, 3)} kWh'
+            " (IT) had no row in the price file and were priced by the plan's"
+            " bands.</p>"
+        )
+    head = "<tr><th>Charge</th><th>Quantity</th><th>Amount</th></tr>"
+    body = "".join(rows)
+    return f'<h2>Charges</h2><table id="charges">{head}{body}</table>{note}'
+
+
+def _comparison(report: Report) -> str:
+    cmp = report.comparison
+    if cmp is None:
+        return ""
+    cur = report.currency
+    scenarios = [cmp.actual, *cmp.locations]
+    if cmp.shifted is not None:
+        scenarios.append(cmp.shifted)
+    rows = [
+        f"<tr><td>{_e(scenario_label(s, cmp.flexible_share))}</td>"
+        f"<td>{format_amount(s.facility_kwh, 2)}</td>"
+        f"<td>{_e(format_money(s.energy_cost, cur))}</td>"
+        f"<td>{DASH if s.co2_kg is None else f'{s.co2_kg:,.2f}'}</td></tr>"
+        for s in scenarios
+    ]
+    head = (
+        "<tr><th>Where and when</th><th>Facility kWh</th><th>Energy cost</th>"
+        "<th>CO\N{SUBSCRIPT TWO} kg</th></tr>"
+    )
+    return (
+        f'<h2>Comparison (estimate)</h2><table id="comparison">{head}'
+        f'{"".join(rows)}</table><p class="note">{_e(ESTIMATE_NOTE)}</p>'
+    )
 
 
 def _pct(value: float | None) -> str:

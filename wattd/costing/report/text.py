@@ -14,6 +14,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
+from wattd.costing.report.bill import (
+    ESTIMATE_NOTE,
+    bill_lines,
+    comparison_to_dict,
+    price_label,
+    scenario_label,
+)
 from wattd.costing.report.engine import FRAME_PERIOD_S, FULL_SHARE
 
 if TYPE_CHECKING:
@@ -153,9 +160,7 @@ def render_table(report: Report) -> str:
         if n == 0 or n == len(rows) - 2:
             lines.append("  ".join("-" * w for w in widths))
     total = report.total
-    if total.demand_charge:
-        charge = format_money(total.demand_charge, report.currency)
-        lines.append(f"Demand charges included: {charge}")
+    lines.extend(_charges(report))
     if total.unpriced_kwh > 0:
         unpriced = format_amount(total.unpriced_kwh, 3)
         lines.append(f"No tariff for {unpriced} kWh (not in cost).")
@@ -177,6 +182,51 @@ def render_table(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _charges(report: Report) -> list[str]:
+    """The total's bill lines, fallback pricing and the comparison, as text."""
+    total, cur = report.total, report.currency
+    out: list[str] = []
+    # A time-of-use report keeps its one line; market prices, standing
+    # charges and bills list every charge.
+    market = any(p.kind != "band" for p in total.prices)
+    if not (market or report.customer or total.standing_charge is not None):
+        if total.demand_charge:
+            charge = format_money(total.demand_charge, cur)
+            out.append(f"Demand charges included: {charge}")
+    else:
+        out.append("Charges (total):")
+        for line in bill_lines(total):
+            qty = _quantity(line.quantity, line.unit)
+            out.append(f"  {line.label}: {qty}  {format_money(line.amount, cur)}")
+    if total.fallback_kwh > 0:
+        out.append(
+            f"Priced by the bands for lack of a price row: "
+            f"{format_amount(total.fallback_kwh, 3)} kWh IT energy."
+        )
+    cmp = report.comparison
+    if cmp is not None:
+        out.append(f"Comparison ({ESTIMATE_NOTE[0].lower()}{ESTIMATE_NOTE[1:-1]}):")
+        scenarios = [cmp.actual, *cmp.locations]
+        if cmp.shifted is not None:
+            scenarios.append(cmp.shifted)
+        out.extend(
+            f"  {scenario_label(sc, cmp.flexible_share)}:"
+            f" {format_amount(sc.facility_kwh, 3)} kWh,"
+            f" {format_money(sc.energy_cost, cur)},"
+            f" {_num(sc.co2_kg, 2)} kg CO2"
+            for sc in scenarios
+        )
+    return out
+
+
+def _quantity(value: float | None, unit: str) -> str:
+    if value is None:
+        return unit
+    if unit == "days":
+        return "1 day" if value == 1 else f"{value:g} days"
+    return f"{format_amount(value, 3)} {unit}"
+
+
 def _local(t: datetime, tz: ZoneInfo) -> str:
     return t.astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
@@ -189,6 +239,8 @@ _CSV_FIELDS: Final = (
     "facility_kwh",
     "energy_cost",
     "demand_charge",
+    "standing_charge",
+    "standing_days",
     "cost",
     "currency",
     "co2_kg",
@@ -201,6 +253,7 @@ _CSV_FIELDS: Final = (
     "cost_per_it_kwh",
     "co2_g_per_it_kwh",
     "unpriced_kwh",
+    "fallback_kwh",
     "received_frames",
     "expected_frames",
     "completeness",
@@ -248,6 +301,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "frame_period_s": FRAME_PERIOD_S,
         "groups": [_group_dict(g, report.currency, detail=True) for g in report.groups],
         "total": _group_dict(report.total, report.currency, detail=True),
+        "customer": report.customer,
+        "comparison": comparison_to_dict(report.comparison),
     }
 
 
@@ -261,6 +316,8 @@ def _group_dict(
         "facility_kwh": g.facility_kwh,
         "energy_cost": g.energy_cost,
         "demand_charge": g.demand_charge,
+        "standing_charge": g.standing_charge,
+        "standing_days": g.standing_days,
         "cost": g.cost,
         "currency": currency,
         "co2_kg": g.co2_kg,
@@ -279,11 +336,23 @@ def _group_dict(
         "cost_per_it_kwh": g.cost_per_it_kwh,
         "co2_g_per_it_kwh": g.co2_g_per_it_kwh,
         "unpriced_kwh": g.unpriced_kwh,
+        "fallback_kwh": g.fallback_kwh,
         "received_frames": g.received_frames,
         "expected_frames": g.expected_frames,
         "completeness": g.completeness,
     }
     if detail:
+        out["prices"] = [
+            {
+                "name": p.name,
+                "kind": p.kind,
+                "label": price_label(p),
+                "facility_kwh": p.kwh,
+                "cost": p.cost,
+                "mean_price_per_kwh": p.mean_price_per_kwh,
+            }
+            for p in g.prices
+        ]
         out["sensor_kwh"] = dict(g.sensor_kwh)
         out["demand"] = [
             {

@@ -25,7 +25,10 @@ without a timestamp holding this host's wall clock, so that fleet reports can
 measure the host's clock against the store's receive time
 (:mod:`wattd.costing.clocks`). It is built at send time and never spooled, so
 a backlog sent late still measures now, and a refused probe is logged, never
-retried or dead-lettered.
+retried or dead-lettered. With the daemon's snapshot attached, the same request
+carries the node's health and one line per meter
+(:mod:`wattd.sinks.influx.health`), and it also goes once a minute while no
+meter sends, so an idle node still shows as up.
 """
 
 from __future__ import annotations
@@ -46,16 +49,18 @@ from wattd.clients.influx import (
 from wattd.costing.clocks import CLOCK_FIELD, CLOCK_MEASUREMENT
 from wattd.errors import SinkError, SinkUnavailable, SpoolError
 from wattd.sinks.base import Sink
+from wattd.sinks.influx.health import BacklogPeak, ReadingRate, health_lines
 from wattd.sinks.influx.lineprotocol import PointEncoder, escape_measurement, escape_tag
 from wattd.sinks.spooled import SpooledFrontEnd, SpoolRow
 from wattd.storage.spool import AsyncSpool, SpoolItem, StreamStats
 from wattd.support.backoff import backoff_delay
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from wattd.config import Config
     from wattd.core.readings import Reading
+    from wattd.core.snapshot import DaemonSnapshot
 
 __all__ = [
     "CLOCK_PROBE_INTERVAL_S",
@@ -158,8 +163,16 @@ class InfluxSink(Sink):
         self._failing_since: float | None = None
         self._probed_at: float | None = None
         self._probe_refused = False
+        self._snapshot: Callable[[], DaemonSnapshot] | None = None
+        self._created_at = time.monotonic()
+        self._backlog = BacklogPeak()
+        self._rate = ReadingRate()
 
     # -- Sink interface ---------------------------------------------------------
+
+    def attach(self, snapshot: Callable[[], DaemonSnapshot]) -> None:
+        """Keep the daemon's status provider for the node health probe."""
+        self._snapshot = snapshot
 
     async def start(self) -> None:
         """Open the shared spool and the HTTP session."""
@@ -331,6 +344,7 @@ class InfluxSink(Sink):
         spool = self._require_spool()
         writer = await self._current_writer()
         written = self._points_written
+        self._note_backlog()
         while True:
             self._unsent = 0
             batch = self._influx.batch_size
@@ -342,26 +356,32 @@ class InfluxSink(Sink):
                 await self._deliver(writer, items)
             if len(items) < batch:
                 break
-        if self._points_written > written:
-            await self._probe_clock(writer)
+        await self._probe_clock(writer, idle=self._points_written == written)
 
-    async def _probe_clock(self, writer: InfluxWriter) -> None:
+    async def _probe_clock(self, writer: InfluxWriter, *, idle: bool) -> None:
         """Send the clock probe, at most once a minute; a failure is only logged.
 
         It goes as a request of its own, so a server that refuses it never
-        holds up, bisects or dead-letters a real point.
+        holds up, bisects or dead-letters a real point. After a drain that
+        delivered nothing (``idle``) it goes only with the daemon attached,
+        a minute after the previous probe or the start, so an idle node
+        still shows as up.
         """
         now = time.monotonic()
         node = self._encoder.node
         if not self._influx.clock_probe or not node:
             return
-        if (
-            self._probed_at is not None
-            and now - self._probed_at < CLOCK_PROBE_INTERVAL_S
-        ):
+        last = self._probed_at
+        if idle:
+            if self._snapshot is None:
+                return
+            last = self._created_at if last is None else last
+        if last is not None and now - last < CLOCK_PROBE_INTERVAL_S:
             return
         self._probed_at = now
         line = clock_line(node, self._encoder.site, time.time_ns() // 1_000_000)
+        if self._snapshot is not None:
+            line = b"\n".join([line, *self._health(node, self._snapshot)])
         try:
             await writer.write(line)
         except InfluxRejected as exc:
@@ -376,6 +396,27 @@ class InfluxSink(Sink):
         except SinkError as exc:
             # The next delivered batch tries again; the points are what count.
             log.debug("InfluxDB: clock probe not sent: %s", exc)
+
+    def _note_backlog(self) -> None:
+        """Remember the backlog a drain starts with, for the next health probe."""
+        if self._snapshot is not None:
+            stats = self.stats()
+            self._backlog.note(stats["spool_depth"], stats["oldest_pending_age_s"])
+
+    def _health(self, node: str, snapshot: Callable[[], DaemonSnapshot]) -> list[bytes]:
+        """The node's health lines; none when the snapshot fails."""
+        try:
+            snap = snapshot()
+        except Exception:  # the probe must never stop the sink
+            log.debug("InfluxDB: no snapshot for the health probe", exc_info=True)
+            return []
+        return health_lines(
+            snap,
+            node=node,
+            site=self._encoder.site,
+            backlog=self._backlog.take(),
+            readings_per_s=self._rate.per_s(snap.readings_total, snap.uptime_s),
+        )
 
     async def _deliver(self, writer: InfluxWriter, items: Sequence[SpoolItem]) -> None:
         """Send ``items``; bisect a refused batch down to the refused points."""

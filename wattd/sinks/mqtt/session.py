@@ -31,6 +31,7 @@ import asyncio
 import collections
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -38,7 +39,7 @@ import aiomqtt
 
 from wattd import __version__
 from wattd.clients.mqtt import (
-    MAX_INFLIGHT,
+    BatchPublisher,
     TlsContext,
     build_tls_context,
     describe_error,
@@ -52,12 +53,12 @@ from wattd.sinks.mqtt.hass import (
     sensor_slugs,
     slug,
 )
+from wattd.sinks.mqtt.statejson import json_bytes
 from wattd.sinks.mqtt.tasks import (
     SessionEnd,
     cancel_count,
     leave_session,
     raise_if_cancelled,
-    succeeded,
     wait_set,
 )
 from wattd.support.backoff import backoff_delay
@@ -139,6 +140,8 @@ class BrokerSession:
         self.counters: collections.Counter[str] = collections.Counter()
         """Lifetime figures: ``published``, ``duplicates``, ``connects``, ..."""
         self._announcer = Announcer(self.counters, log)
+        self._publisher: BatchPublisher | None = None
+        self._topics: _TopicCache | None = None
 
     @property
     def connected(self) -> bool:
@@ -328,59 +331,42 @@ class BrokerSession:
     async def _publish_items(
         self, client: aiomqtt.Client, items: Sequence[SpoolItem]
     ) -> None:
-        """Publish a batch with a window of unconfirmed messages; ack the confirmed.
+        """Publish a batch in order, with one wait for all PUBACKs; ack the confirmed.
 
-        The window keeps up to :data:`MAX_INFLIGHT` publishes outstanding, so the
-        link stays busy without a round trip per reading.
+        paho keeps up to :data:`~wattd.clients.mqtt.MAX_INFLIGHT` of them
+        unconfirmed at once, so the link stays busy without a round trip per
+        reading.
         """
         mqtt = self._mqtt
         qos = mqtt.qos or 1  # spooled items were written for QoS >= 1
         plans = [self._messages_for(item.payload) for item in items]
         remaining = [len(plan) for plan in plans]
-        inflight: collections.deque[tuple[int, asyncio.Task[None]]] = (
-            collections.deque()
-        )
+        owners = [index for index, plan in enumerate(plans) for _ in plan]
 
-        async def settle_oldest() -> None:
-            index, task = inflight[0]
-            await task
-            inflight.popleft()
-            remaining[index] -= 1
+        def confirmed(message: int) -> None:
+            remaining[owners[message]] -= 1
 
+        publisher = self._publisher
+        if publisher is None or publisher.client is not client:
+            publisher = self._publisher = BatchPublisher(client)
         try:
-            for index, plan in enumerate(plans):
-                for topic, payload in plan:
-                    if len(inflight) >= MAX_INFLIGHT:
-                        await settle_oldest()
-                    task = asyncio.create_task(
-                        client.publish(
-                            topic,
-                            payload,
-                            qos=qos,
-                            retain=mqtt.retain,
-                            timeout=PUBLISH_TIMEOUT_S,
-                        )
-                    )
-                    inflight.append((index, task))
-            while inflight:
-                await settle_oldest()
+            await publisher.publish(
+                [message for plan in plans for message in plan],
+                qos=qos,
+                retain=mqtt.retain,
+                timeout_s=PUBLISH_TIMEOUT_S,
+                confirmed=confirmed,
+            )
         finally:
-            await self._settle(items, plans, remaining, inflight)
+            await self._settle(items, plans, remaining)
 
     async def _settle(
         self,
         items: Sequence[SpoolItem],
         plans: Sequence[Sequence[tuple[str, bytes]]],
         remaining: list[int],
-        inflight: collections.deque[tuple[int, asyncio.Task[None]]],
     ) -> None:
         """Ack the leading run of fully confirmed readings; count duplicates."""
-        for _, task in inflight:
-            task.cancel()
-        await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
-        for index, task in inflight:
-            if succeeded(task):
-                remaining[index] -= 1
         done = 0
         while done < len(items) and remaining[done] == 0:
             done += 1
@@ -408,7 +394,15 @@ class BrokerSession:
 
     def _messages_for(self, payload: bytes) -> list[tuple[str, bytes]]:
         """State topic (and per-field topics) for one spooled state JSON."""
-        topics = Topics.from_config(self._mqtt)
+        topics = self._topics
+        if topics is None or topics.config is not self._mqtt:
+            topics = self._topics = _TopicCache(self._mqtt)
+        if not self._mqtt.per_field_topics:
+            # The document is sent as it is; only its meter is needed, and the
+            # fixed start of every state document says it without a parse.
+            sensor = _routed_sensor(payload)
+            if sensor is not None and sensor in self._slugs:
+                return [(topics.state(self._slugs[sensor]), payload)]
         try:
             doc = json.loads(payload)
             sensor = int(doc["sensor"])
@@ -423,7 +417,7 @@ class BrokerSession:
         out = [(topics.state(sensor_slug), payload)]
         if self._mqtt.per_field_topics:
             out.extend(
-                (topics.field(sensor_slug, key), text.encode())
+                (topics.topics.field(sensor_slug, key), text.encode())
                 for key, text in field_payloads(doc)
             )
         return out
@@ -503,6 +497,37 @@ class BrokerSession:
         log.log(level, "%s; retrying in %.2f s, readings wait %s", text, delay_s, kept)
 
 
+_STATE_START: Final = re.compile(rb'\{"time":"[^"\\]*","sensor":(\d+),"name":"')
+"""How every state document begins (see :mod:`wattd.sinks.mqtt.statejson`)."""
+
+
+def _routed_sensor(payload: bytes) -> int | None:
+    """The meter of a whole state document, read from its start; None if unsure.
+
+    A row that does not end the way a JSON object does is left to the full
+    parse, which counts it as unreadable.
+    """
+    found = _STATE_START.match(payload)
+    if found is None or not payload.endswith(b"}"):
+        return None
+    return int(found[1])
+
+
+class _TopicCache:
+    """State topics per meter slug for one ``mqtt:`` config."""
+
+    def __init__(self, mqtt: MqttConfig) -> None:
+        self.config = mqtt
+        self.topics = Topics.from_config(mqtt)
+        self._state: dict[str, str] = {}
+
+    def state(self, sensor_slug: str) -> str:
+        topic = self._state.get(sensor_slug)
+        if topic is None:
+            topic = self._state[sensor_slug] = self.topics.state(sensor_slug)
+        return topic
+
+
 def _connection_key(mqtt: MqttConfig) -> tuple[object, ...]:
     """Settings that need a new connection when they change."""
     return (
@@ -519,8 +544,3 @@ def _connection_key(mqtt: MqttConfig) -> tuple[object, ...]:
         mqtt.discovery.prefix,
         mqtt.discovery.status_topic,
     )
-
-
-def json_bytes(doc: object) -> bytes:
-    """``doc`` as compact JSON."""
-    return json.dumps(doc, separators=(",", ":")).encode()

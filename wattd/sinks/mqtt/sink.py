@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Final
 
 from wattd.errors import SinkAuthError, SinkError, SinkUnavailable
 from wattd.sinks.base import Sink
-from wattd.sinks.mqtt.hass import meter_identities, state_document
-from wattd.sinks.mqtt.session import STREAM, BrokerSession, json_bytes
+from wattd.sinks.mqtt.hass import meter_identities
+from wattd.sinks.mqtt.session import STREAM, BrokerSession
+from wattd.sinks.mqtt.statejson import StateEncoder
 from wattd.sinks.spooled import SpooledFrontEnd, SpoolRow
 from wattd.storage.spool import AsyncSpool
 
@@ -56,6 +57,7 @@ class MqttSink(Sink):
             meter_identities(config)
         )
         """Identity fields of the state JSON: per configured meter, and the rest's."""
+        self._encoder = StateEncoder()
         self._spool = spool
         self._own_spool = spool is None
         self._session = BrokerSession(
@@ -175,15 +177,14 @@ class MqttSink(Sink):
             return []
         _, errors = self._frame_errors()
         own, shared = self._identities
+        encode = self._encoder.encode
         return [
             (
                 r.time_ns,
-                json_bytes(
-                    state_document(
-                        r,
-                        frame_errors=errors.get(r.sensor, 0),
-                        identity=own.get(r.sensor, shared),
-                    )
+                encode(
+                    r,
+                    frame_errors=errors.get(r.sensor, 0),
+                    identity=own.get(r.sensor, shared),
                 ),
             )
             for r in readings

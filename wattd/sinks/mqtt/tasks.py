@@ -25,7 +25,6 @@ __all__ = [
     "cancel_count",
     "leave_session",
     "raise_if_cancelled",
-    "succeeded",
     "wait_set",
 ]
 
@@ -64,11 +63,6 @@ def raise_if_cancelled(baseline: int = 0) -> None:
     """
     if cancel_count() > baseline:
         raise asyncio.CancelledError
-
-
-def succeeded(task: asyncio.Task[None]) -> bool:
-    """True if ``task`` finished without an error and was not cancelled."""
-    return task.done() and not task.cancelled() and task.exception() is None
 
 
 def leave_session(group: BaseExceptionGroup) -> None:

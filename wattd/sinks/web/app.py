@@ -11,7 +11,12 @@ Routes (all GET; every one but ``/healthz`` behind :mod:`wattd.sinks.web.auth`):
 * ``/api/sensors/{sensor}/waveform`` the last raw frame's samples;
 * ``/api/history?hours=24[&sensor=N]`` mean watts per bucket from the store;
 * ``/metrics`` Prometheus exposition (:mod:`wattd.sinks.web.metrics`), if enabled;
+* ``/customer`` the customer page; ``/api/customer`` its figures and
+  ``/api/bill`` a bill for any period (:mod:`wattd.sinks.web.customer`);
 * ``/healthz`` ``{"status": "ok"}`` while the server runs.
+
+A customer's credentials show only its own meters everywhere: the handlers
+filter through the viewer's :class:`~wattd.sinks.web.customer.Scope`.
 
 With a :class:`~wattd.sinks.web.guard.ConnectionGuard` the app also tells it which
 connections are busy and which passed access control.
@@ -28,8 +33,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
-from wattd.sinks.web.auth import Authenticator, auth_middleware
+from wattd.sinks.web.auth import Authenticator, auth_middleware, viewer_of
+from wattd.sinks.web.bills import bill_range
 from wattd.sinks.web.board import LiveBoard, health_json
+from wattd.sinks.web.customer import EVERYTHING, BillBusy, CustomerDesk, Scope
 from wattd.sinks.web.history import sparklines
 from wattd.sinks.web.hub import EventHub, format_event, format_event_json, to_json
 from wattd.support.worker import run_blocking
@@ -67,44 +74,59 @@ class Dashboard:
         self.snapshot = snapshot
         self.clock = clock
         self._history: dict[tuple[Any, ...], tuple[float, dict[str, object]]] = {}
+        self.desk = CustomerDesk(lambda: self.clock())
+        self.config = config
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
         """Take a new config: auth, metadata and settings apply at once."""
+        before = self.config.web.customers
         self.config = config
         self.auth = Authenticator(config.web)
         self.hub.max_streams = config.web.max_streams
         self.board.reconfigure(config)
+        self.desk.reconfigure(config)
         self._history.clear()
+        # A customer whose access was removed or changed loses its open
+        # streams at once; its page must reconnect with what is valid now.
+        after = config.web.customers
+        self.hub.close_scopes(
+            lambda key: key is None or (key in after and after[key] == before.get(key))
+        )
+
+    def scope(self, request: web.Request) -> Scope:
+        """The meters the request's viewer may see."""
+        return self.desk.scope_of(viewer_of(request))
 
     # -- JSON documents --------------------------------------------------------
 
-    def settings_json(self) -> dict[str, Any]:
+    def settings_json(self, scope: Scope = EVERYTHING) -> dict[str, Any]:
         """Display settings the page needs."""
         web_cfg = self.config.web
         return {
             "stale_after_s": web_cfg.stale_after_s,
             "push_interval_s": web_cfg.push_interval_s,
             "timezone": self.config.tariffs.timezone,
-            "metrics": web_cfg.metrics,
+            "metrics": web_cfg.metrics and scope.is_operator,
             "history": self.config.store.enabled,
+            "customer": scope.customer,
         }
 
-    def health(self) -> dict[str, Any] | None:
-        """The health panel, if the daemon's status is attached."""
-        if self.snapshot is None:
+    def health(self, scope: Scope = EVERYTHING) -> dict[str, Any] | None:
+        """The operator's health panel, if the daemon's status is attached."""
+        if self.snapshot is None or not scope.is_operator:
             return None
         return health_json(self.snapshot(), stale_after_s=self.config.web.stale_after_s)
 
-    def state_json(self) -> dict[str, Any]:
-        """Everything, for a page load or a stream's first message."""
+    def state_json(self, scope: Scope = EVERYTHING) -> dict[str, Any]:
+        """Everything in ``scope``, for a page load or a stream's first message."""
         now = self.clock()
         return {
             "now_ms": _ms(now),
-            "settings": self.settings_json(),
-            "sensors": self.board.full(),
-            "totals": self.board.totals(now),
-            "health": self.health(),
+            "settings": self.settings_json(scope),
+            "sensors": self.board.full(scope.sensors),
+            "totals": self.board.totals(now, scope.sensors),
+            "health": self.health(scope),
         }
 
     def update_json(self) -> dict[str, Any]:
@@ -122,7 +144,27 @@ class Dashboard:
         if not self.hub.clients:
             self.board.take_changed()
             return
-        self.hub.publish(self.update_event())
+        keys = self.hub.scopes()
+        if keys == {None}:
+            self.hub.publish(self.update_event())
+            return
+        # Customers' streams: the changed cards are made once, then each
+        # scope's update carries only its own meters and totals.
+        now = self.clock()
+        cards = [(c["sensor"], to_json(c)) for c in self.board.iter_changed()]
+        for key in keys:
+            scope = self.desk.scope_named(key if isinstance(key, str) else None)
+            mine = ",".join(text for sensor, text in cards if scope.allows(sensor))
+            self.hub.publish(self._update_body(now, mine, scope), key)
+
+    def _update_body(self, now: datetime, cards: str, scope: Scope) -> bytes:
+        totals = to_json(self.board.totals(now, scope.sensors))
+        health = to_json(self.health(scope))
+        body = (
+            f'{{"now_ms":{_ms(now)},"sensors":[{cards}],'
+            f'"totals":{totals},"health":{health}}}'
+        )
+        return format_event_json("update", body)
 
     def update_event(self) -> bytes:
         """The ``update`` event of :meth:`update_json`, byte for byte.
@@ -131,21 +173,19 @@ class Dashboard:
         every second, the whole document as nested dicts and its encoder's
         pieces were megabytes of garbage per push.
         """
-        now = self.clock()
         cards = ",".join(map(to_json, self.board.iter_changed()))
-        totals = to_json(self.board.totals(now))
-        health = to_json(self.health())
-        body = (
-            f'{{"now_ms":{_ms(now)},"sensors":[{cards}],'
-            f'"totals":{totals},"health":{health}}}'
-        )
-        return format_event_json("update", body)
+        return self._update_body(self.clock(), cards, EVERYTHING)
 
-    async def history(self, *, hours: float, sensor: int | None) -> dict[str, object]:
-        """Sparkline data, cached briefly (rollups change once a minute)."""
-        if not self.config.store.enabled:
+    async def history(
+        self, *, hours: float, sensor: int | None, scope: Scope = EVERYTHING
+    ) -> dict[str, object]:
+        """Sparklines in ``scope``, cached briefly (rollups change once a minute)."""
+        chosen = None if sensor is None else [sensor]
+        if chosen is None and scope.sensors is not None:
+            chosen = sorted(scope.sensors)
+        if not self.config.store.enabled or chosen == []:
             return {"bucket_ms": 0, "series": {}}
-        key = (hours, sensor)
+        key = (hours, sensor, scope.customer)
         now = time.monotonic()
         cached = self._history.get(key)
         if cached is not None and cached[0] > now:
@@ -158,7 +198,7 @@ class Dashboard:
                 self.config.store_path,
                 end=self.clock(),
                 hours=hours,
-                sensors=None if sensor is None else [sensor],
+                sensors=chosen,
                 minute_detail=True if sensor is not None else None,
             )
         )
@@ -192,6 +232,9 @@ def build_app(
     app.router.add_get("/api/sensors/{sensor}/waveform", _waveform)
     app.router.add_get("/api/history", _history)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/customer", _customer_page)
+    app.router.add_get("/api/customer", _customer)
+    app.router.add_get("/api/bill", _bill)
     app.router.add_static("/static", STATIC_DIR, append_version=False)
     app.on_shutdown.append(_close_streams)
     return app
@@ -206,8 +249,15 @@ def _dash(request: web.Request) -> Dashboard:
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
+    page = (
+        "index.html" if _dash(request).scope(request).is_operator else "customer.html"
+    )
+    return web.FileResponse(STATIC_DIR / page, headers={"Cache-Control": "no-cache"})
+
+
+async def _customer_page(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(
-        STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"}
+        STATIC_DIR / "customer.html", headers={"Cache-Control": "no-cache"}
     )
 
 
@@ -216,13 +266,15 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _state(request: web.Request) -> web.Response:
+    dash = _dash(request)
     return web.json_response(
-        _dash(request).state_json(), headers={"Cache-Control": "no-store"}
+        dash.state_json(dash.scope(request)), headers={"Cache-Control": "no-store"}
     )
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
     dash = _dash(request)
+    scope = dash.scope(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -231,17 +283,18 @@ async def _events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    client = dash.hub.subscribe()
+    client = dash.hub.subscribe(scope.customer)
     try:
         await response.write(b"retry: 2000\n\n")
-        await response.write(format_event("snapshot", dash.state_json()))
+        await response.write(format_event("snapshot", dash.state_json(scope)))
         while True:
             message = await client.next(KEEPALIVE_S)
             if message is None:
                 break
             if client.needs_snapshot:
                 client.needs_snapshot = False
-                message = format_event("snapshot", dash.state_json())
+                scope = dash.desk.scope_named(scope.customer)  # after a reload
+                message = format_event("snapshot", dash.state_json(scope))
             await response.write(message or b": keepalive\n\n")
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
@@ -252,7 +305,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 async def _waveform(request: web.Request) -> web.Response:
     sensor = _sensor_arg(request.match_info["sensor"])
-    data = _dash(request).board.waveform(sensor)
+    dash = _dash(request)
+    # Another customer's meter reads exactly like one that does not exist.
+    data = dash.board.waveform(sensor) if dash.scope(request).allows(sensor) else None
     if data is None:
         raise web.HTTPNotFound(
             text=f"no IO frame from sensor {sensor} since the daemon started\n"
@@ -269,12 +324,18 @@ async def _history(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text=f"hours must be 0..{MAX_HISTORY_HOURS}\n")
     raw = request.query.get("sensor")
     sensor = None if raw is None else _sensor_arg(raw)
-    data = await _dash(request).history(hours=hours, sensor=sensor)
+    dash = _dash(request)
+    scope = dash.scope(request)
+    if sensor is not None and not scope.is_operator and not scope.allows(sensor):
+        raise web.HTTPNotFound(text=f"no history for sensor {sensor}\n")
+    data = await dash.history(hours=hours, sensor=sensor, scope=scope)
     return web.json_response(data, headers={"Cache-Control": "no-store"})
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
     dash = _dash(request)
+    if not dash.scope(request).is_operator:
+        raise web.HTTPForbidden(text=_OPERATOR_ONLY)
     if not dash.config.web.metrics:
         raise web.HTTPNotFound(text="metrics are off (web.metrics: false)\n")
     if dash.snapshot is None:
@@ -308,3 +369,87 @@ def _sensor_arg(text: str) -> int:
     if not 0 <= value < 1 << 64:
         raise web.HTTPBadRequest(text=f"sensor {value} is out of range\n")
     return value
+
+
+_OPERATOR_ONLY: Final = (
+    "403: /metrics describes the whole daemon and is for the operator's"
+    " credentials only; the customer page is at /\n"
+)
+
+
+def _customer_of(request: web.Request) -> str | None:
+    """Whose page or bill is asked for; None: the operator asked for no one.
+
+    A customer gets its own, whatever ``name`` says, unless it names someone
+    else: then 404, as for a name that does not exist.
+    """
+    dash = _dash(request)
+    scope = dash.scope(request)
+    name = request.query.get("name")
+    if not scope.is_operator:
+        if name is not None and name != scope.customer:
+            raise web.HTTPNotFound(text="no such customer\n")
+        return scope.customer
+    if name is None:
+        return None
+    if not dash.desk.known(name):
+        raise web.HTTPNotFound(text="no such customer\n")
+    return name
+
+
+async def _customer(request: web.Request) -> web.Response:
+    dash = _dash(request)
+    customer = _customer_of(request)
+    if customer is None:
+        # The operator, choosing whose page to open.
+        names = sorted({s.customer for s in dash.config.sensors if s.customer})
+        return web.json_response(
+            {"customers": names}, headers={"Cache-Control": "no-store"}
+        )
+    data = dict(await dash.desk.summary(customer))
+    scope = dash.desk.scope_named(customer)
+    now = dash.clock()
+    data["now_ms"] = _ms(now)
+    data["stale_after_s"] = dash.config.web.stale_after_s
+    data["live"] = dash.board.totals(now, scope.sensors)["all"]
+    data["sensors"] = dash.board.full(scope.sensors)
+    return web.json_response(data, headers={"Cache-Control": "no-store"})
+
+
+async def _bill(request: web.Request) -> web.Response:
+    dash = _dash(request)
+    customer = _customer_of(request)
+    if customer is None:
+        raise web.HTTPBadRequest(text="name the customer: /api/bill?name=NAME&...\n")
+    fmt = request.query.get("format", "html")
+    if fmt not in ("html", "csv"):
+        raise web.HTTPBadRequest(text=f"format must be html or csv, not {fmt[:20]!r}\n")
+    try:
+        start, end = bill_range(
+            dash.config,
+            customer,
+            dash.clock(),
+            start=request.query.get("start"),
+            end=request.query.get("end"),
+            period=request.query.get("period"),
+        )
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    try:
+        bill = await dash.desk.bill(
+            customer, start, end, "csv" if fmt == "csv" else "html"
+        )
+    except BillBusy:
+        raise web.HTTPServiceUnavailable(
+            text="another bill is being made; try again in a few seconds\n",
+            headers={"Retry-After": "2"},
+        ) from None
+    return web.Response(
+        text=bill.body,
+        content_type=bill.content_type,
+        charset="utf-8",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Disposition": f'attachment; filename="{bill.filename}"',
+        },
+    )

@@ -17,15 +17,20 @@ A configured secret that is empty or blank matches nothing, so it can never
 open the server by accident. Secrets are compared through their SHA-256
 digests with :func:`hmac.compare_digest`: constant time, whatever the length.
 Nothing secret is logged (the server keeps no access log).
+
+Each customer in ``web.customers`` has secrets of its own; the middleware
+leaves who is asking (a :class:`Viewer`) on the request, and the handlers show
+a customer only its own meters.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -39,7 +44,15 @@ if TYPE_CHECKING:
 
     from wattd.config import WebConfig
 
-__all__ = ["COOKIE", "Authenticator", "auth_middleware"]
+__all__ = [
+    "COOKIE",
+    "OPERATOR",
+    "VIEWER_KEY",
+    "Authenticator",
+    "Viewer",
+    "auth_middleware",
+    "viewer_of",
+]
 
 COOKIE: Final = "wattd_session"
 TOKEN_PARAM: Final = "token"  # noqa: S105 - the query key, not a secret
@@ -65,35 +78,81 @@ def _same(given: bytes, expected: bytes) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is asking: the operator (``customer`` None) or one customer."""
+
+    customer: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        """True for the operator, who sees every meter."""
+        return self.customer is None
+
+
+OPERATOR: Final = Viewer()
+VIEWER_KEY: Final = web.RequestKey("viewer", Viewer)
+"""Where the middleware leaves the request's :class:`Viewer`."""
+
+
+def viewer_of(request: web.Request) -> Viewer:
+    """The request's viewer (the operator on a server without credentials)."""
+    viewer: Viewer = request.get(VIEWER_KEY, OPERATOR)
+    return viewer
+
+
+def _session(token: bytes, viewer: Viewer) -> bytes:
+    # Bound to the viewer too, so two holders' cookies can never be swapped.
+    label = b"wattd-web-session" + (viewer.customer or "").encode()
+    return hmac.new(token, label, hashlib.sha256).hexdigest().encode()
+
+
 class Authenticator:
-    """Checks a request's credentials (without any: its Host) against the config."""
+    """Checks a request's credentials (without any: its Host) against the config.
+
+    The operator's secrets and every customer's are checked on each request,
+    all of them, so the time taken says nothing about which one matched.
+    """
 
     def __init__(self, config: WebConfig) -> None:
-        self._token = _usable(config.token)
-        user = config.username
-        self._user = user.encode() if user and user.strip() else None
-        self._password = _usable(config.password)
+        holders: list[tuple[Viewer, Any]] = [(OPERATOR, config)]
+        holders += [(Viewer(name), c) for name, c in config.customers.items()]
+        self._tokens: list[tuple[bytes, Viewer]] = []
+        self._logins: list[tuple[bytes, bytes, Viewer]] = []
+        self._sessions: list[tuple[bytes, Viewer]] = []
+        for viewer, cfg in holders:
+            token = _usable(cfg.token)
+            if token is not None:
+                self._tokens.append((token, viewer))
+                self._sessions.append((_session(token, viewer), viewer))
+            user = cfg.username
+            password = _usable(cfg.password)
+            if user and user.strip() and password is not None:
+                self._logins.append((user.encode(), password, viewer))
+        self._basic_realm = any(cfg.username for _, cfg in holders)
         # Any credential key set, even to nothing usable, keeps the door shut.
-        self._required = (
+        self._required = bool(config.customers) or (
             config.token is not None
             or config.username is not None
             or config.password is not None
         )
         self._allowed_hosts = frozenset(config.allowed_hosts)
-        self.session_value = (
-            hmac.new(self._token, b"wattd-web-session", hashlib.sha256).hexdigest()
-            if self._token
-            else None
-        )
 
     @property
     def required(self) -> bool:
         """True when requests must carry credentials."""
         return self._required
 
-    def token_ok(self, token: str) -> bool:
-        """Whether ``token`` is the configured bearer token."""
-        return self._token is not None and _same(token.encode(), self._token)
+    def token_viewer(self, token: str) -> Viewer | None:
+        """Whose bearer token ``token`` is, if anyone's."""
+        return _match(token.encode(), self._tokens)
+
+    def session_for(self, viewer: Viewer) -> str:
+        """The session cookie value of ``viewer`` (who logged in with a token)."""
+        for value, holder in self._sessions:
+            if holder == viewer:
+                return value.decode()
+        return ""
 
     def host_ok(self, request: web.BaseRequest) -> bool:
         """Whether the request's Host may be answered.
@@ -116,41 +175,50 @@ class Authenticator:
             or name in self._allowed_hosts
         )
 
-    def allows(self, request: web.BaseRequest) -> bool:
-        """Whether the request carries valid credentials (or none are needed)."""
+    def identify(self, request: web.BaseRequest) -> Viewer | None:
+        """Who the request's credentials belong to; None if nobody's.
+
+        Without credentials configured everyone is the operator.
+        """
         if not self._required:
-            return True
+            return OPERATOR
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         value = value.strip()
-        if scheme == "bearer" and self.token_ok(value):
-            return True
-        if scheme == "basic" and self._basic_ok(value):
-            return True
+        found: Viewer | None = None
+        if scheme == "bearer":
+            found = self.token_viewer(value)
+        elif scheme == "basic":
+            found = self._basic(value)
         cookie = request.cookies.get(COOKIE)
-        return bool(
-            cookie
-            and self.session_value
-            and _same(cookie.encode(), self.session_value.encode())
-        )
+        if found is None and cookie:
+            found = _match(cookie.encode(), self._sessions)
+        return found
 
-    def _basic_ok(self, value: str) -> bool:
-        if self._user is None or self._password is None:
-            return False
+    def allows(self, request: web.BaseRequest) -> bool:
+        """Whether the request carries valid credentials (or none are needed)."""
+        return self.identify(request) is not None
+
+    def _basic(self, value: str) -> Viewer | None:
         try:
             decoded = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
-            return False
+            return None
         user, sep, password = decoded.partition(b":")
-        # Both comparisons always run, so timing does not reveal which failed.
-        user_ok = _same(user, self._user)
-        password_ok = _same(password, self._password)
-        return bool(sep) and user_ok and password_ok
+        found: Viewer | None = None
+        # Every login is compared, both halves each time, so timing does not
+        # reveal which failed or whose it was.
+        for known_user, known_password, viewer in self._logins:
+            user_ok = _same(user, known_user)
+            password_ok = _same(password, known_password)
+            if user_ok and password_ok and found is None:
+                found = viewer
+        return found if sep else None
 
     def challenge(self) -> web.HTTPUnauthorized:
         """The 401 answer, inviting the browser to ask for basic auth if set."""
-        headers = {"WWW-Authenticate": _REALM if self._user else "Bearer"}
+        headers = {"WWW-Authenticate": _REALM if self._basic_realm else "Bearer"}
         return web.HTTPUnauthorized(
             text="401: credentials needed (bearer token or basic auth)\n",
             headers=headers,
@@ -167,6 +235,15 @@ class Authenticator:
             ),
             headers={"X-Content-Type-Options": "nosniff"},
         )
+
+
+def _match(given: bytes, known: list[tuple[bytes, Viewer]]) -> Viewer | None:
+    """The viewer whose secret equals ``given``, comparing against all of them."""
+    found: Viewer | None = None
+    for secret, viewer in known:
+        if _same(given, secret) and found is None:
+            found = viewer
+    return found
 
 
 def _strip_port(host: str) -> str:
@@ -203,7 +280,8 @@ def auth_middleware(
             return await handler(request)
         token = request.query.get(TOKEN_PARAM)
         if token is not None and request.method == "GET":
-            if not auth.token_ok(token):
+            viewer = auth.token_viewer(token)
+            if viewer is None:
                 raise auth.challenge()
             _passed(request)
             # Trade the URL token for a cookie and drop it from the address bar.
@@ -213,15 +291,17 @@ def auth_middleware(
             response = web.HTTPSeeOther(location=str(target))
             response.set_cookie(
                 COOKIE,
-                auth.session_value or "",
+                auth.session_for(viewer),
                 httponly=True,
                 samesite="Strict",
                 path="/",
                 secure=request.secure,
             )
             raise response
-        if not auth.allows(request):
+        found = auth.identify(request)
+        if found is None:
             raise auth.challenge()
+        request[VIEWER_KEY] = found
         _passed(request)
         return await handler(request)
 

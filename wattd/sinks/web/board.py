@@ -27,7 +27,7 @@ from wattd.core.power import compute_power, kept_sample_count
 from wattd.core.readings import Flag
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Collection, Iterator, Mapping
 
     from wattd.config import Config, SensorConfig, SensorMeta
     from wattd.core.readings import FrameRecord, Reading
@@ -182,13 +182,17 @@ class LiveBoard:
             yield self.sensor_json(sensor, live=sensor in self._announced)
             self._announced.add(sensor)
 
-    def sensors(self) -> list[int]:
-        """Every sensor heard or configured."""
+    def sensors(self, only: Collection[int] | None = None) -> list[int]:
+        """Every sensor heard or configured (of ``only``, if given)."""
+        if only is not None:
+            return sorted(
+                s for s in only if s in self._sensors or s in self._sensor_cfg
+            )
         return sorted(set(self._sensors) | set(self._sensor_cfg))
 
-    def full(self) -> list[dict[str, Any]]:
-        """JSON of every sensor heard or configured."""
-        sensors = self.sensors()
+    def full(self, only: Collection[int] | None = None) -> list[dict[str, Any]]:
+        """JSON of every sensor heard or configured (of ``only``, if given)."""
+        sensors = self.sensors(only)
         self._announced.update(sensors)
         return [self.sensor_json(s) for s in sensors]
 
@@ -253,8 +257,10 @@ class LiveBoard:
         )
         return out
 
-    def totals(self, now: datetime) -> dict[str, Any]:
-        """Sums over all sensors, per rack and per customer.
+    def totals(
+        self, now: datetime, only: Collection[int] | None = None
+    ) -> dict[str, Any]:
+        """Sums over all sensors (or those in ``only``), per rack and per customer.
 
         ``watts`` sums the meters heard within ``web.stale_after_s`` of ``now``
         (``None`` if none was); ``stale`` counts those heard before that.
@@ -264,7 +270,7 @@ class LiveBoard:
         racks: dict[str, _Total] = {}
         customers: dict[str, _Total] = {}
         overall = _Total()
-        for sensor in self.sensors():
+        for sensor in self.sensors(only):
             state = self._sensors.get(sensor)
             r = state.reading if state is not None else None
             wh = state.today_wh if state and state.day_start == today else 0.0

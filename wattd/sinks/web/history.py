@@ -11,15 +11,16 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Final
 
+from wattd.costing.cost import EnergyInterval
 from wattd.errors import StoreError
-from wattd.storage.store import HOUR_NS, MINUTE_NS, Rollup, Store, to_ns
+from wattd.storage.store import HOUR_NS, MINUTE_NS, Rollup, Store, from_ns, to_ns
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Collection, Iterable
     from datetime import datetime
     from pathlib import Path
 
-__all__ = ["energy_between", "sparklines"]
+__all__ = ["energy_between", "intervals_between", "sparklines"]
 
 # Above this many sensors the overview reads hourly buckets: a day of minute
 # buckets is 1,440 rows per sensor, too many to read once a minute for a fleet.
@@ -37,35 +38,70 @@ def _open(path: Path) -> Store | None:
         return None
 
 
-def energy_between(path: Path, start: datetime, end: datetime) -> dict[int, float]:
-    """Energy (Wh) per sensor in ``[start, end)`` from the rollups.
+def _edged_rollups(
+    store: Store, lo: int, hi: int, sensors: Collection[int] | None = None
+) -> list[Rollup]:
+    """Buckets covering ``[lo, hi)``: hourly for whole hours, minutes at the edges.
 
-    Whole hours come from hourly buckets, the ragged edges (a local midnight
-    that is not on the hour, the current hour) from minute buckets.
+    A local midnight that is not on the hour and the current hour come from
+    minute buckets; a day of hours is 24 rows per sensor where minutes are
+    1,440, which is what keeps a month's bill cheap.
     """
+    chosen = None if sensors is None else sorted(sensors)
+    first_hour = -(-lo // HOUR_NS) * HOUR_NS
+    last_hour = hi // HOUR_NS * HOUR_NS
+    if first_hour >= last_hour:
+        return store.rollups("1m", lo, hi, chosen)
+    return [
+        *store.rollups("1m", lo, first_hour, chosen),
+        *store.rollups("1h", first_hour, last_hour, chosen),
+        *store.rollups("1m", last_hour, hi, chosen),
+    ]
+
+
+def energy_between(path: Path, start: datetime, end: datetime) -> dict[int, float]:
+    """Energy (Wh) per sensor in ``[start, end)`` from the rollups."""
     store = _open(path)
     if store is None:
         return {}
-    lo, hi = to_ns(start), to_ns(end)
-    first_hour = -(-lo // HOUR_NS) * HOUR_NS
-    last_hour = hi // HOUR_NS * HOUR_NS
     out: dict[int, float] = collections.defaultdict(float)
     try:
         with store:
-            if first_hour >= last_hour:
-                parts = [store.rollups("1m", lo, hi)]
-            else:
-                parts = [
-                    store.rollups("1m", lo, first_hour),
-                    store.rollups("1h", first_hour, last_hour),
-                    store.rollups("1m", last_hour, hi),
-                ]
-            for rows in parts:
-                for row in rows:
-                    out[row.sensor] += row.wh
+            for row in _edged_rollups(store, to_ns(start), to_ns(end)):
+                out[row.sensor] += row.wh
     except StoreError:
         return {}
     return dict(out)
+
+
+def intervals_between(
+    path: Path, start: datetime, end: datetime, sensors: Collection[int]
+) -> list[EnergyInterval]:
+    """The sensors' energy in ``[start, end)`` as intervals for the cost engine.
+
+    Whole hours come as hour buckets (their energy spread evenly over the
+    hour when a price changes inside it), the edges as minute buckets.
+    """
+    store = _open(path)
+    if store is None or not sensors:
+        return []
+    try:
+        with store:
+            rows = _edged_rollups(store, to_ns(start), to_ns(end), sensors)
+    except StoreError:
+        return []
+    return [
+        EnergyInterval(
+            sensor=r.sensor,
+            start=r.start,
+            end=from_ns(r.end_ns),
+            wh=r.wh,
+            mean_watts=r.watts_mean,
+            max_watts=r.watts_max,
+            readings=float(r.n_readings),
+        )
+        for r in rows
+    ]
 
 
 def sparklines(

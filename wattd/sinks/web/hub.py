@@ -5,6 +5,8 @@ mailbox; it never waits for a slow browser. A mailbox that overflows is
 emptied and flagged, and that client's next message is a full snapshot
 instead: it skips the updates it could not take, never the current values.
 At most ``max_streams`` are open at once; one more ends the oldest.
+Each stream belongs to a scope (whose meters it may see); an update is made
+once per scope and goes only to that scope's streams.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import collections
 import json
 import logging
+from collections.abc import Callable, Hashable
 from typing import Any, Final
 
 from wattd.support.throttle import LogThrottle
@@ -47,9 +50,10 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 class Client:
-    """One open event stream."""
+    """One open event stream, and whose view (``scope``) it carries."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, scope: Hashable = None) -> None:
+        self.scope = scope
         self._queue: collections.deque[bytes] = collections.deque()
         self._size = size
         self._wake = asyncio.Event()
@@ -105,8 +109,8 @@ class EventHub:
         """How many streams are open."""
         return len(self._clients)
 
-    def subscribe(self) -> Client:
-        """Open a stream, ending the oldest ones if the limit is reached."""
+    def subscribe(self, scope: Hashable = None) -> Client:
+        """Open a stream for ``scope``, ending the oldest if the limit is reached."""
         while len(self._clients) >= self.max_streams:
             oldest = next(iter(self._clients))
             del self._clients[oldest]
@@ -123,7 +127,7 @@ class EventHub:
                     self.max_streams,
                     more,
                 )
-        client = Client(self._mailbox_size)
+        client = Client(self._mailbox_size, scope)
         self._clients[client] = None
         return client
 
@@ -131,10 +135,22 @@ class EventHub:
         """Forget a stream (its handler ended)."""
         self._clients.pop(client, None)
 
-    def publish(self, message: bytes) -> None:
-        """Hand one formatted message to every stream."""
+    def scopes(self) -> set[Hashable]:
+        """The scopes of the open streams (one update is made per scope)."""
+        return {client.scope for client in self._clients}
+
+    def publish(self, message: bytes, scope: Hashable = None) -> None:
+        """Hand one formatted message to every stream of ``scope``."""
         for client in self._clients:
-            client.put(message)
+            if client.scope == scope:
+                client.put(message)
+
+    def close_scopes(self, keep: Callable[[Hashable], bool]) -> None:
+        """End the streams whose scope ``keep`` no longer accepts (a reload)."""
+        for client in list(self._clients):
+            if not keep(client.scope):
+                del self._clients[client]
+                client.close()
 
     def close(self) -> None:
         """End every stream (shutdown)."""

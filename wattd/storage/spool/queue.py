@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Final
@@ -72,13 +73,15 @@ class SpoolQueue(SpoolFile):
         When the spool is full the oldest items of ``stream`` are dropped (then
         those of the deepest other stream), counted and logged. ``wh_totals``
         (sensor: energy total) raise the per-sensor totals of :meth:`wh_totals`
-        in the same transaction.
+        in the same transaction; a total no higher than one this spool has
+        committed already is skipped (the MQTT and InfluxDB sinks pass the same
+        readings' totals, so the second append writes no energy rows).
 
         Raises:
             SpoolError: the disk is full or failing; nothing was appended.
         """
         rows = [(int(t), bytes(p)) for t, p in items]
-        totals = [(str(int(k)), float(v)) for k, v in (wh_totals or {}).items()]
+        totals = {int(k): float(v) for k, v in (wh_totals or {}).items()}
         return self._guarded(lambda: self._append(stream, rows, totals))
 
     def track_gaps(self, stream: str, meter_of: MeterOf) -> None:
@@ -225,15 +228,25 @@ class SpoolQueue(SpoolFile):
         self,
         stream: str,
         rows: list[tuple[int, bytes]],
-        totals: list[tuple[str, float]],
+        totals: Mapping[int, float],
     ) -> StreamStats:
         sid = self._stream_id(stream)
-        if not rows and not totals:
+        # Worked out in here, so a retry on a fresh file (see _guarded) writes
+        # every total again.
+        recorded = self._recorded_totals
+        new_totals = {
+            sensor: wh
+            for sensor, wh in totals.items()
+            if wh > recorded.get(sensor, -math.inf)
+        }
+        if not rows and not new_totals:
             return self._stats(sid)
         with self._transaction():
             # Same transaction as the items: no payload is ever on disk
             # without its total, so the floor read at start covers it.
-            self._conn.executemany(_RECORD_TOTAL, totals)
+            self._conn.executemany(
+                _RECORD_TOTAL, [(str(s), wh) for s, wh in new_totals.items()]
+            )
             meter_of = self._gap_keys.get(sid)
             whole = rows[:] if meter_of is not None else rows
             over = self._trim_batch(rows)
@@ -258,6 +271,7 @@ class SpoolQueue(SpoolFile):
                     "UPDATE streams SET dropped = dropped + ? WHERE id = ?",
                     (count, victim),
                 )
+        recorded.update(new_totals)
         for victim, count in dropped.items():
             self._log_drop(victim, count)
         return self._stats(sid)

@@ -111,6 +111,8 @@ class SpoolFile:
         self._last_drop_log: dict[str, float] = {}
         self._gap_keys: dict[int, MeterOf] = {}
         """Stream id -> the meter of a payload, for streams whose losses are noted."""
+        self._recorded_totals: dict[int, float] = {}
+        """Energy totals this connection has committed, so none is written twice."""
         self._conn = self._open_or_recover()
 
     def close(self) -> None:
@@ -176,6 +178,8 @@ class SpoolFile:
 
     def _recover(self, why: str) -> None:
         self._stream_ids.clear()
+        # The fresh file has none of them.
+        self._recorded_totals.clear()
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
         if self.path is None:

@@ -151,11 +151,11 @@ def finite(value: float | None) -> float | None:
     return float(value)
 
 
-def reading_row(r: Reading) -> tuple[object, ...]:
-    """The values of :data:`READING_COLUMNS` for one reading."""
+def reading_row(r: Reading, time_ns: int | None = None) -> tuple[object, ...]:
+    """The values of :data:`READING_COLUMNS` for one reading (``time_ns``: its own)."""
     return (
         db_sensor(r.sensor),
-        r.time_ns,
+        r.time_ns if time_ns is None else time_ns,
         r.name,
         finite(r.watts),
         finite(r.va),

@@ -70,25 +70,29 @@ class StoreWrites(StoreBase):
             return
         with self._guard("writing readings"), self.transaction():
             conn = self._conn
-            conn.executemany(_INSERT_READING, [reading_row(r) for r in readings])
-            latest: dict[int, Reading] = {}
-            for r in readings:
+            # Worked out once: each reading's time is needed four times below.
+            times = [r.time_ns for r in readings]
+            conn.executemany(
+                _INSERT_READING,
+                [reading_row(r, t) for r, t in zip(readings, times, strict=True)],
+            )
+            latest: dict[int, tuple[Reading, int]] = {}
+            for r, t in zip(readings, times, strict=True):
                 best = latest.get(r.sensor)
-                if best is None or r.time_ns >= best.time_ns:
-                    latest[r.sensor] = r
+                if best is None or t >= best[1]:
+                    latest[r.sensor] = (r, t)
             conn.executemany(
                 _UPSERT_SENSOR,
                 [
-                    (db_sensor(s), r.name, r.time_ns, finite(r.wh_total))
-                    for s, r in latest.items()
+                    (db_sensor(s), r.name, t, finite(r.wh_total))
+                    for s, (r, t) in latest.items()
                 ],
             )
             if not update_rollups:
                 self._last_ns.clear()
                 return
             acc = RollupAccumulator()
-            for r in readings:
-                t = r.time_ns
+            for r, t in zip(readings, times, strict=True):
                 cached = self._last_ns.get(r.sensor)
                 prev = (
                     cached
