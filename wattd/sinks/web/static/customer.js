@@ -161,7 +161,10 @@ function renderServers() {
 function drawCurve(points) {
   const svg = document.getElementById("curve");
   svg.replaceChildren();
-  const W = 800, H = 260, L = 64, R = 110, T = 14, B = 30;
+  // Phones show the 800-unit chart small, with twice the type (style.css):
+  // the axis labels need twice the room at the sides too.
+  const phone = window.matchMedia("(max-width: 640px)").matches;
+  const W = 800, H = 260, L = phone ? 120 : 64, R = phone ? 200 : 110, T = 14, B = phone ? 40 : 30;
   const hours = points.length;
   const info = document.getElementById("curve-info");
   if (!hours) { info.textContent = "No price or load for today yet."; return; }
@@ -198,7 +201,7 @@ function drawCurve(points) {
   const tz = page.summary.timezone;
   for (let i = 0; i < hours; i += 6) {
     const hour = new Date(points[i].start_ms).toLocaleTimeString("en-GB", { timeZone: tz, hour: "2-digit", minute: "2-digit" });
-    label(hour, x(i), H - B + 16, "start");
+    label(hour, x(i), H - B + (phone ? 30 : 16), "start");
   }
   const priced = points.filter((p) => p.price_per_kwh !== null && p.watts > 0);
   info.textContent = priced.length
