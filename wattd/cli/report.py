@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import logging
 import sys
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -29,11 +29,10 @@ from wattd.cli._store import (
     source_arg,
     store_usage,
 )
-from wattd.errors import TariffError
+from wattd.support.clock import parse_when
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
-    from zoneinfo import ZoneInfo
 
     from wattd.config import Config
     from wattd.costing.clocks import NodeClock
@@ -324,31 +323,3 @@ def _fleet_intervals(
         intervals_from_minutes(baseline, minutes), duplicates
     )
     return intervals, FleetBook(config, meters), FleetNotes(duplicates, clocks)
-
-
-def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
-    """A date or time from the command line as an aware UTC datetime.
-
-    A bare date is local midnight (the next midnight with ``end_of_day``, so
-    ``--to 2025-03-31`` includes the 31st); a time without offset is local.
-
-    Raises:
-        TariffError: the text is not a date or time.
-    """
-    from wattd.support.clock import wall_to_utc
-
-    value = text.strip()
-    try:
-        if len(value) == len("2025-03-01"):
-            day = date.fromisoformat(value)
-            if end_of_day:
-                day += timedelta(days=1)
-            return wall_to_utc(datetime(day.year, day.month, day.day), tz)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise TariffError(
-            f"{text!r} is not a date (2025-03-01) or time (2025-03-01T08:00)"
-        ) from None
-    if moment.tzinfo is None:
-        return wall_to_utc(moment, tz)
-    return moment.astimezone(UTC)

@@ -62,6 +62,14 @@ class Comparison:
     flexible_share: float
     currency: str | None
 
+    @property
+    def scenarios(self) -> list[Scenario]:
+        """Actual, each location, then the shift when there is one: table order."""
+        rows = [self.actual, *self.locations]
+        if self.shifted is not None:
+            rows.append(self.shifted)
+        return rows
+
 
 @dataclasses.dataclass(slots=True)
 class _Sums:

@@ -130,8 +130,7 @@ def price_interval(
         else:
             wh = interval.wh * (end - start).total_seconds() / total_s
             left -= wh
-        part = _priced(start, end, wh, pue, band, peak, tariff)
-        parts.append(dataclasses.replace(part, source=src))
+        parts.append(_priced(start, end, wh, pue, band, peak, tariff, src))
     return parts
 
 
@@ -143,6 +142,7 @@ def _priced(
     band: Band,
     peak: bool,
     tariff: Tariff,
+    source: PriceSource,
 ) -> PricedPart:
     facility_wh = wh * pue
     kwh = facility_wh / 1000.0
@@ -160,6 +160,7 @@ def _priced(
         cost=kwh * band.price_per_kwh,
         co2_g=co2,
         peak_premium=premium,
+        source=source,
     )
 
 

@@ -7,13 +7,15 @@ pure functions are the one place where the two meet.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from wattd.errors import TariffError
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
-__all__ = ["next_offset_change", "utc_now", "wall_to_utc"]
+__all__ = ["next_offset_change", "parse_when", "utc_now", "wall_to_utc"]
 
 
 def next_offset_change(
@@ -57,3 +59,29 @@ def wall_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
 def utc_now() -> datetime:
     """The wall clock, as an aware UTC datetime (for stamping, never for timing)."""
     return datetime.now(UTC)
+
+
+def parse_when(text: str, tz: ZoneInfo, *, end_of_day: bool = False) -> datetime:
+    """A date or time (command line, query string) as an aware UTC datetime.
+
+    A bare date is local midnight (the next midnight with ``end_of_day``, so
+    ``--to 2025-03-31`` includes the 31st); a time without offset is local.
+
+    Raises:
+        TariffError: the text is not a date or time.
+    """
+    value = text.strip()
+    try:
+        if len(value) == len("2025-03-01"):
+            day = date.fromisoformat(value)
+            if end_of_day:
+                day += timedelta(days=1)
+            return wall_to_utc(datetime(day.year, day.month, day.day), tz)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise TariffError(
+            f"{text!r} is not a date (2025-03-01) or time (2025-03-01T08:00)"
+        ) from None
+    if moment.tzinfo is None:
+        return wall_to_utc(moment, tz)
+    return moment.astimezone(UTC)

@@ -25,6 +25,7 @@ __all__ = [
     "price_label",
     "render_bill_csv",
     "scenario_label",
+    "utc_iso",
 ]
 
 
@@ -141,7 +142,7 @@ def render_bill_csv(report: Report) -> str:
         )
 
     row("customer", report.customer or g.key, None, "")
-    row("period", f"{_iso(report.start)}/{_iso(report.end)}", None, "")
+    row("period", f"{utc_iso(report.start)}/{utc_iso(report.end)}", None, "")
     for line in bill_lines(g):
         section = "total" if line.label == "total" else "charge"
         row(section, line.label, line.quantity, line.unit, amount=line.amount)
@@ -153,9 +154,7 @@ def render_bill_csv(report: Report) -> str:
         row("meter", m.key, m.facility_kwh, "kWh", amount=m.cost, co2_kg=m.co2_kg)
     cmp = report.comparison
     if cmp is not None:
-        scenarios = [cmp.actual, *cmp.locations]
-        if cmp.shifted is not None:
-            scenarios.append(cmp.shifted)
+        scenarios = cmp.scenarios
         for s in scenarios:
             label = scenario_label(s, cmp.flexible_share)
             kw = {"amount": s.energy_cost, "co2_kg": s.co2_kg}
@@ -167,5 +166,6 @@ def _cell(value: float | None) -> str:
     return "" if value is None else repr(float(value))
 
 
-def _iso(t: datetime) -> str:
+def utc_iso(t: datetime) -> str:
+    """An instant as ISO 8601 in UTC with ``Z``, as every report output writes it."""
     return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -391,9 +391,7 @@ def _comparison(report: Report) -> str:
     if cmp is None:
         return ""
     cur = report.currency
-    scenarios = [cmp.actual, *cmp.locations]
-    if cmp.shifted is not None:
-        scenarios.append(cmp.shifted)
+    scenarios = cmp.scenarios
     rows = [
         f"<tr><td>{_e(scenario_label(s, cmp.flexible_share))}</td>"
         f"<td>{format_amount(s.facility_kwh, 2)}</td>"

@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from wattd.costing.report.bill import (
     comparison_to_dict,
     price_label,
     scenario_label,
+    utc_iso,
 )
 from wattd.costing.report.engine import FRAME_PERIOD_S, FULL_SHARE
 
@@ -206,9 +207,7 @@ def _charges(report: Report) -> list[str]:
     cmp = report.comparison
     if cmp is not None:
         out.append(f"Comparison ({ESTIMATE_NOTE[0].lower()}{ESTIMATE_NOTE[1:-1]}):")
-        scenarios = [cmp.actual, *cmp.locations]
-        if cmp.shifted is not None:
-            scenarios.append(cmp.shifted)
+        scenarios = cmp.scenarios
         out.extend(
             f"  {scenario_label(sc, cmp.flexible_share)}:"
             f" {format_amount(sc.facility_kwh, 3)} kWh,"
@@ -276,8 +275,8 @@ def render_csv(report: Report) -> str:
             kind=kind,
             group=g.key,
             sensors=" ".join(g.sensors),
-            start=_iso(report.start),
-            end=_iso(report.end),
+            start=utc_iso(report.start),
+            end=utc_iso(report.end),
         )
         writer.writerow({k: "" if v is None else v for k, v in row.items()})
     return buf.getvalue()
@@ -292,12 +291,12 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     """A JSON-ready dict of the report."""
     return {
         "title": report.title,
-        "start": _iso(report.start),
-        "end": _iso(report.end),
+        "start": utc_iso(report.start),
+        "end": utc_iso(report.end),
         "timezone": report.timezone,
         "by": report.by,
         "currency": report.currency,
-        "generated": _iso(report.generated),
+        "generated": utc_iso(report.generated),
         "frame_period_s": FRAME_PERIOD_S,
         "groups": [_group_dict(g, report.currency, detail=True) for g in report.groups],
         "total": _group_dict(report.total, report.currency, detail=True),
@@ -325,7 +324,7 @@ def _group_dict(
         "peak_watts": g.peak_watts,
         "data_s": g.data_s,
         "peak_window_start": (
-            _iso(g.peak_window_start) if g.peak_window_start else None
+            utc_iso(g.peak_window_start) if g.peak_window_start else None
         ),
         "peak_data_s": g.peak_data_s,
         "peak_window_s": g.peak_window_s,
@@ -356,10 +355,10 @@ def _group_dict(
         out["sensor_kwh"] = dict(g.sensor_kwh)
         out["demand"] = [
             {
-                "period_start": _iso(p.period_start),
-                "period_end": _iso(p.period_end),
+                "period_start": utc_iso(p.period_start),
+                "period_end": utc_iso(p.period_end),
                 "peak_kw": p.peak_kw,
-                "window_start": _iso(p.window_start) if p.window_start else None,
+                "window_start": utc_iso(p.window_start) if p.window_start else None,
                 "charge": p.charge,
             }
             for p in g.demand
@@ -376,7 +375,7 @@ def _group_dict(
         ]
         out["hours"] = [
             {
-                "start": _iso(h.start),
+                "start": utc_iso(h.start),
                 "mean_watts": h.mean_watts,
                 "data_s": h.data_s,
                 "completeness": h.completeness,
@@ -385,7 +384,3 @@ def _group_dict(
             for h in g.hours
         ]
     return out
-
-
-def _iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")

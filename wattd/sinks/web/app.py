@@ -96,7 +96,7 @@ class Dashboard:
 
     def scope(self, request: web.Request) -> Scope:
         """The meters the request's viewer may see."""
-        return self.desk.scope_of(viewer_of(request))
+        return self.desk.scope_named(viewer_of(request).customer)
 
     # -- JSON documents --------------------------------------------------------
 
@@ -326,7 +326,7 @@ async def _history(request: web.Request) -> web.Response:
     sensor = None if raw is None else _sensor_arg(raw)
     dash = _dash(request)
     scope = dash.scope(request)
-    if sensor is not None and not scope.is_operator and not scope.allows(sensor):
+    if sensor is not None and not scope.allows(sensor):
         raise web.HTTPNotFound(text=f"no history for sensor {sensor}\n")
     data = await dash.history(hours=hours, sensor=sensor, scope=scope)
     return web.json_response(data, headers={"Cache-Control": "no-store"})
@@ -402,9 +402,8 @@ async def _customer(request: web.Request) -> web.Response:
     customer = _customer_of(request)
     if customer is None:
         # The operator, choosing whose page to open.
-        names = sorted({s.customer for s in dash.config.sensors if s.customer})
         return web.json_response(
-            {"customers": names}, headers={"Cache-Control": "no-store"}
+            {"customers": dash.desk.customers()}, headers={"Cache-Control": "no-store"}
         )
     data = dict(await dash.desk.summary(customer))
     scope = dash.desk.scope_named(customer)

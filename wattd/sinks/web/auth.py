@@ -196,10 +196,6 @@ class Authenticator:
             found = _match(cookie.encode(), self._sessions)
         return found
 
-    def allows(self, request: web.BaseRequest) -> bool:
-        """Whether the request carries valid credentials (or none are needed)."""
-        return self.identify(request) is not None
-
     def _basic(self, value: str) -> Viewer | None:
         try:
             decoded = base64.b64decode(value, validate=True)

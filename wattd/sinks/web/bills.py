@@ -12,8 +12,9 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from zoneinfo import ZoneInfo
 
 from wattd.costing.billing import billing_range, customer_report, hourly_prices
 from wattd.costing.cost import local_hours
@@ -21,13 +22,13 @@ from wattd.costing.report.bill import comparison_to_dict, render_bill_csv
 from wattd.costing.report.engine import period_range
 from wattd.costing.report.html import render_html
 from wattd.costing.tariff import TariffBook
+from wattd.errors import TariffError
 from wattd.sinks.web.history import intervals_between
-from wattd.support.clock import wall_to_utc
+from wattd.support.clock import parse_when
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, MutableMapping
     from pathlib import Path
-    from zoneinfo import ZoneInfo
 
     from wattd.config import Config
     from wattd.costing.cost import EnergyInterval
@@ -302,7 +303,8 @@ def bill_range(
             "start and end go together (end is exclusive, e.g. 2026-11-01..2026-12-01)"
         )
         raise ValueError(msg)
-    tz = TariffBook(config).timezone
+    # Only the calendar is needed here; the bill's thread builds the tariffs.
+    tz = ZoneInfo(config.tariffs.timezone)
     lo = parse_moment(start, tz, what="start")
     hi = min(parse_moment(end, tz, what="end"), now)
     if hi <= lo:
@@ -322,10 +324,9 @@ def parse_moment(text: str, tz: ZoneInfo, *, what: str) -> datetime:
         ValueError: not such a value (the message says which parameter).
     """
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if text != text.strip():
+            raise TariffError(text)
+        return parse_when(text, tz)
+    except TariffError:
         msg = f"{what} {text[:40]!r} is not a date (2026-11-01) or an ISO date-time"
         raise ValueError(msg) from None
-    if moment.tzinfo is None:
-        return wall_to_utc(moment, tz)
-    return moment.astimezone(UTC)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from wattd.config import Config
-    from wattd.sinks.web.auth import Viewer
     from wattd.sinks.web.bills import Bill, BillFormat, ClosedPeriods
 
 __all__ = ["EVERYTHING", "BillBusy", "CustomerDesk", "Scope", "scopes_for"]
@@ -92,17 +91,15 @@ class CustomerDesk:
         self._summaries.clear()
         self._closed.clear()
 
-    def scope_of(self, viewer: Viewer) -> Scope:
-        """The meters ``viewer`` sees (none for a customer no sensor names)."""
-        if viewer.customer is None:
-            return EVERYTHING
-        return self._scopes.get(viewer.customer) or Scope(viewer.customer, frozenset())
-
     def scope_named(self, customer: str | None) -> Scope:
-        """:meth:`scope_of` by name: None is the operator."""
+        """The meters a customer sees (None: the operator sees every meter)."""
         if customer is None:
             return EVERYTHING
         return self._scopes.get(customer) or Scope(customer, frozenset())
+
+    def customers(self) -> list[str]:
+        """Every customer some sensor names, sorted."""
+        return sorted(self._scopes)
 
     def known(self, customer: str) -> bool:
         """Whether some sensor names ``customer``."""

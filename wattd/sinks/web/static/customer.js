@@ -12,7 +12,6 @@ const page = {
   summary: null,
   live: new Map(),   // address -> latest card fields from the stream
   mine: new Set(),   // addresses on this page
-  totals: null,
   updates: 0,        // live messages applied (the browser test reads it)
   rendered: 0,       // summary renders (the browser test reads it)
   clockOffsetMs: 0,  // server clock minus browser clock
@@ -27,8 +26,7 @@ function apiUrl(path, params) {
 }
 
 function money(value) {
-  const currency = page.summary && page.summary.currency;
-  return value === null || value === undefined ? "–" : fmtMoney(value, currency);
+  return fmtMoney(value, page.summary && page.summary.currency);
 }
 
 function co2(kg) {
@@ -58,7 +56,6 @@ async function loadSummary() {
   page.clockOffsetMs = doc.now_ms - Date.now();
   page.mine = new Set(doc.sensors.map((s) => s.sensor));
   for (const s of doc.sensors) mergeLive(s);
-  page.totals = doc.live;
   renderAll();
   page.rendered += 1;
 }
