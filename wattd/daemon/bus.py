@@ -89,11 +89,7 @@ class BoundedQueue(Generic[T]):
         queue = self._items
         self.enqueued += len(items)
         queue.extend(items)
-        over = len(queue) - self.capacity
-        for _ in range(over):
-            queue.popleft()
-        self.dropped += max(over, 0)
-        return max(over, 0)
+        return self._trim_oldest()
 
     def take(self, limit: int) -> list[T]:
         """Remove and return up to ``limit`` items, oldest first."""
@@ -107,11 +103,14 @@ class BoundedQueue(Generic[T]):
         What arrived meanwhile stays behind them. If there is not room for all,
         the oldest go, as :meth:`put` would have done.
         """
-        items = self._items
-        items.extendleft(reversed(taken))
-        over = len(items) - self.capacity
+        self._items.extendleft(reversed(taken))
+        return self._trim_oldest()
+
+    def _trim_oldest(self) -> int:
+        """Drop the oldest items beyond capacity (counted); returns how many."""
+        over = len(self._items) - self.capacity
         for _ in range(over):
-            items.popleft()
+            self._items.popleft()
         self.dropped += max(over, 0)
         return max(over, 0)
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from wattd.core.readings import Flag, Reading
+from wattd.core.readings import Flag, Reading, round_finite
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -318,24 +318,19 @@ def _slow_line(cols: ReadingColumns, i: int) -> str:
         "time": stamp + "Z",
         "sensor": int(cols.sensor[i]),
         "name": settings.name,
-        "watts": _round(cols.watts[i], 3),
-        "va": _round(cols.va[i], 3),
-        "vrms": _round(cols.vrms[i], 3),
-        "irms": _round(cols.irms[i], 5),
-        "pf": _round(cols.power_factor[i], 4),
-        "wh_total": _round(cols.wh_total[i], 6),
+        "watts": round_finite(float(cols.watts[i]), 3),
+        "va": round_finite(float(cols.va[i]), 3),
+        "vrms": round_finite(float(cols.vrms[i]), 3),
+        "irms": round_finite(float(cols.irms[i]), 5),
+        "pf": round_finite(float(cols.power_factor[i]), 4),
+        "wh_total": round_finite(float(cols.wh_total[i]), 6),
         "rssi_dbm": cols.rssi_dbm[i],
         "flags": sorted(flags_of(int(cols.flag_bits[i]))),
     }
     for name, key in _OPTIONAL:
         value = float(getattr(cols, name)[i])
         if not math.isnan(value):
-            out[key] = _round(value, _DIGITS[name])
+            out[key] = round_finite(value, _DIGITS[name])
     if settings.labels:
         out["labels"] = dict(settings.labels)
     return json.dumps(out, separators=(",", ":")) + "\n"
-
-
-def _round(value: float, digits: int) -> float | None:
-    value = float(value)
-    return round(value, digits) if math.isfinite(value) else None

@@ -36,8 +36,6 @@ from wattd.core.frames import (
 )
 from wattd.core.iosample import (
     RX16_IO,
-    IoSampleFrame,
-    OtherFrame,
     PayloadRejection,
     parse_frame_data,
 )
@@ -152,8 +150,6 @@ class StreamDecode:
     consumed: int
     rejects: Counter[str]
     frames_ok: int
-    io_frames: int
-    unknown_type: int
     garbage_bytes: int
 
 
@@ -269,15 +265,8 @@ def decode_stream(data: bytes) -> StreamDecode:
     address, rssi, samples = _unpack(np.ascontiguousarray(rows[chosen[is_std]]))
     order = np.arange(len(chosen), dtype=np.int64)
     others: dict[int, list[FrameEvent]] = {}
-    io_special = 0
-    unknown = 0
     for j in np.flatnonzero(~is_std).tolist():
-        event = special[int(chosen[j])]
-        others[j] = [event]
-        if isinstance(event, IoSampleFrame):
-            io_special += 1
-        elif isinstance(event, OtherFrame):
-            unknown += 1
+        others[j] = [special[int(chosen[j])]]
     return StreamDecode(
         frames=DecodedFrames(
             index=order[is_std],
@@ -291,7 +280,5 @@ def decode_stream(data: bytes) -> StreamDecode:
         consumed=consumed,
         rejects=rejects,
         frames_ok=len(chosen),
-        io_frames=int(is_std.sum()) + io_special,
-        unknown_type=unknown,
         garbage_bytes=garbage,
     )

@@ -44,7 +44,6 @@ class StreamBatcher:
         self.api_mode = ApiMode(api_mode)
         self.port = port
         self.frames_ok = 0
-        self.io_frames = 0
         self.garbage_bytes = 0
         self.rejects: Counter[str] = Counter()
         self._carry = b""
@@ -70,7 +69,6 @@ class StreamBatcher:
         found = decode_stream(blob)
         self._carry = blob[found.consumed :]
         self.frames_ok += found.frames_ok
-        self.io_frames += found.io_frames
         self.garbage_bytes += found.garbage_bytes
         self.rejects.update(found.rejects)
         chunk = np.minimum(
@@ -116,7 +114,6 @@ class StreamBatcher:
                 continue
             self.frames_ok += 1
             if isinstance(event, IoSampleFrame):
-                self.io_frames += 1
                 io[len(picked)] = [event]
                 picked.append(len(picked))
             else:
