@@ -67,10 +67,20 @@ class BatchSource:
     """The share read so far (None when it cannot be told)."""
 
 
+def _numpy_here() -> bool:
+    """Whether the batch path can run; says so once when it cannot."""
+    from wattd.core.batch import UNAVAILABLE_MESSAGE, available
+
+    if available():
+        return True
+    log.info(UNAVAILABLE_MESSAGE)
+    return False
+
+
 def batch_source(
     path: Path, forced_mode: int | None, speed: float | None
 ) -> BatchSource | None:
-    """The capture as batches, or None when the replay is paced (or unreadable).
+    """The capture as batches, or None (a paced replay, no numpy, no recording).
 
     Raises:
         CaptureError: a raw capture cannot be used.
@@ -80,11 +90,11 @@ def batch_source(
     except CaptureError:
         reader = None
     if reader is not None:
-        if (speed is None or speed != 0) or reader.header.api_mode is None:
+        if speed != 0 or reader.header.api_mode is None or not _numpy_here():
             reader.close()
             return None
         return _recording_source(reader, forced_mode or reader.header.api_mode)
-    if speed:
+    if speed or not _numpy_here():
         return None
     capture = load_capture(path)
     mode = capture_mode(capture, forced_mode, path)

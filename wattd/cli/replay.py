@@ -92,14 +92,10 @@ def run(args: argparse.Namespace) -> int:
         path = Path(args.capture)
         source = batch_source(path, forced, args.speed)
         if source is not None:
-            from wattd.core.batch import UNAVAILABLE_MESSAGE, available
-
-            if available():
-                replay_batches = BatchReplay(
-                    config, writer, sys.stdout, args.format, args.sensor
-                )
-                return replay_batches.run(source, progress=args.progress)
-            log.info(UNAVAILABLE_MESSAGE)
+            replay_batches = BatchReplay(
+                config, writer, sys.stdout, args.format, args.sensor
+            )
+            return replay_batches.run(source, progress=args.progress)
         chunks = _file_chunks(path, forced, args.speed)
     replay = Replay(config, writer, args.sensor)
     try:
